@@ -1,0 +1,54 @@
+# One entry point for every task. Every target depends on `setup`, so each of them works as the
+# first command on a fresh clone.
+
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+
+# CPU build of torch unless an NVIDIA driver answers; override for GPUs, e.g.
+#   make setup TORCH_SPEC="torch==2.5.1" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu124"
+HAS_CUDA       := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_SPEC     ?= $(if $(HAS_CUDA),torch,torch==2.13.0)
+TORCH_PIP_ARGS ?=
+SETUP_ID       := $(TORCH_SPEC) $(TORCH_PIP_ARGS)
+
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+export PYTHONDONTWRITEBYTECODE = 1
+
+MODEL  ?= imagenet
+LAYERS ?= all
+POOL   ?= mean
+N      ?= 1000
+BATCH  ?= 64
+DTYPE  ?= fp32
+
+.PHONY: help setup test layers estimate clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# Re-installs only when pyproject.toml changed or another torch was asked for.
+setup:  ## create or update .venv (idempotent)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ "$$(cat $(STAMP))" = "$(SETUP_ID)" ]; then \
+		echo "setup: .venv is up to date"; \
+	else \
+		set -e; \
+		test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV); \
+		echo "setup: installing $(TORCH_SPEC), then the project and its dev extra (a few minutes the first time)"; \
+		$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" $(TORCH_PIP_ARGS); \
+		$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"; \
+		echo "$(SETUP_ID)" > $(STAMP); \
+	fi
+
+test: setup  ## run the whole test suite (the README's test command)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+layers: setup  ## list hookable layers: make layers MODEL=imagenet
+	$(PY) -m ingest layers --model $(MODEL)
+
+estimate: setup  ## storage and memory estimate: make estimate MODEL=imagenet LAYERS=dec.* POOL=mean N=1000 BATCH=64
+	$(PY) -m ingest estimate --model $(MODEL) --layers '$(LAYERS)' --pool $(POOL) --n $(N) --batch $(BATCH) --dtype $(DTYPE)
+
+clean:  ## remove caches (keeps .venv)
+	rm -rf .cache .pytest_cache

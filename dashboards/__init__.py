@@ -1,0 +1,1 @@
+"""Dashboards: Panel apps that read the lake only through `store`."""

@@ -1,0 +1,1 @@
+"""Ingest: generators, samplers, activation capture and the writers that fill the Parquet lake."""

@@ -1,0 +1,89 @@
+"""`python -m ingest ...`: the command line of the ingest stage.
+
+Heavy packages (torch, diffusers) are imported inside the commands, so `--help` answers at once.
+Every expected failure prints one line `error: <problem>; <fix>` on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ingest", description="Generate, capture and store.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    layers = commands.add_parser("layers", help="list a model's hookable layers and output shapes (no weights)")
+    layers.add_argument("--model", default="imagenet", help="preset name or EDM config.json path")
+    layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    layers.set_defaults(run=run_layers)
+
+    est = commands.add_parser("estimate", help="bytes per sample and in total, and peak generation memory")
+    est.add_argument("--model", default="imagenet", help="preset name or EDM config.json path")
+    est.add_argument("--layers", default="all", help="comma-separated layer names or globs (default: all)")
+    est.add_argument("--pool", default="mean", help="comma-separated poolings: mean, max, grid2")
+    est.add_argument("--n", type=int, default=1000, help="number of samples")
+    est.add_argument("--batch", type=int, default=64, help="generation batch size")
+    est.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="generator precision")
+    est.add_argument("--json", action="store_true", help="print JSON instead of text")
+    est.set_defaults(run=run_estimate)
+    return parser
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    from ingest.layers import discover_layers
+    from ingest.models.presets import get_spec
+
+    infos = discover_layers(get_spec(args.model))
+    if args.json:
+        print(json.dumps([{"name": i.name, "shape": list(i.shape)} for i in infos], indent=1))
+        return 0
+    width = max(len(i.name) for i in infos)
+    print(f"{'layer':<{width}}  output (C x H x W)")
+    for info in infos:
+        print(f"{info.name:<{width}}  {' x '.join(map(str, info.shape))}")
+    print(f"{len(infos)} layers")
+    return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    from ingest.capture import POOLINGS
+    from ingest.estimate import estimate, human_bytes
+    from ingest.layers import discover_layers, select_layers
+    from ingest.models.presets import get_spec
+
+    spec = get_spec(args.model)
+    poolings = [p.strip() for p in args.pool.split(",") if p.strip()]
+    bad = [p for p in poolings if p not in POOLINGS]
+    if bad or not poolings:
+        raise ValueError(f"unknown pooling {','.join(bad) or '(none)'}; choose from {', '.join(POOLINGS)}")
+    layers = select_layers(discover_layers(spec), args.layers)
+    est = estimate(spec, layers, poolings, n=args.n, batch=args.batch, dtype=args.dtype)
+    if args.json:
+        fields = dict(vars(est), sample_bytes=est.sample_bytes, total_bytes=est.total_bytes,
+                      peak_generation_bytes=est.peak_generation_bytes, layers=[l.name for l in layers])
+        print(json.dumps(fields, indent=1))
+        return 0
+    print(f"model {spec.name}: {len(layers)} layers, pooling {','.join(poolings)}, "
+          f"{spec.denoiser_calls} captured step(s) per sample")
+    print("per sample:")
+    print(f"  image       <= {human_bytes(est.image_bytes)}  (raw pixels; PNG is smaller)")
+    print(f"  thumbnail   <= {human_bytes(est.thumbnail_bytes)}")
+    print(f"  activations  = {human_bytes(est.activation_bytes)}  (float32)")
+    print(f"  total       <= {human_bytes(est.sample_bytes)}")
+    print(f"for {args.n} samples: <= {human_bytes(est.total_bytes)}")
+    print(f"peak generation memory at batch {args.batch} ({args.dtype}): "
+          f"{human_bytes(est.peak_generation_bytes)} = weights {human_bytes(est.weight_bytes)} "
+          f"+ activations {human_bytes(est.peak_activation_bytes)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as err:  # our error types derive from ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
