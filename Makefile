@@ -16,14 +16,17 @@ SETUP_ID       := $(TORCH_SPEC) $(TORCH_PIP_ARGS)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export PYTHONDONTWRITEBYTECODE = 1
 
-MODEL  ?= imagenet
+MODEL  ?= digits-dmd2
 LAYERS ?= all
 POOL   ?= mean
-N      ?= 1000
+N      ?=
 BATCH  ?= 64
 DTYPE  ?= fp32
+DEVICE ?= cpu
+SEED   ?= 0
+LAKE   ?= lake
 
-.PHONY: help setup test layers estimate clean
+.PHONY: help setup test layers estimate ingest sql bench digits-model digits-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,7 +51,28 @@ layers: setup  ## list hookable layers: make layers MODEL=imagenet
 	$(PY) -m ingest layers --model $(MODEL)
 
 estimate: setup  ## storage and memory estimate: make estimate MODEL=imagenet LAYERS=dec.* POOL=mean N=1000 BATCH=64
-	$(PY) -m ingest estimate --model $(MODEL) --layers '$(LAYERS)' --pool $(POOL) --n $(N) --batch $(BATCH) --dtype $(DTYPE)
+	$(PY) -m ingest estimate --model $(MODEL) --layers '$(LAYERS)' --pool $(POOL) --n $(or $(N),1000) --batch $(BATCH) --dtype $(DTYPE)
+
+# N or PER_CLASS (or CLASSES / PROMPTS) choose the plan; N=1000 random labels by default.
+ingest: setup  ## generate into the lake: make ingest MODEL=digits-dmd2 N=1000 LAYERS=all POOL=mean SEED=0 BATCH=64
+	$(PY) -m ingest run --model $(MODEL) --lake $(LAKE) --layers '$(LAYERS)' --pool $(POOL) --seed $(SEED) \
+		--batch $(BATCH) --device $(DEVICE) --dtype $(DTYPE) \
+		$(if $(N),--n $(N)) $(if $(PER_CLASS),--per-class $(PER_CLASS)) $(if $(CLASSES),--classes $(CLASSES)) \
+		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(PER_PROMPT),--per-prompt $(PER_PROMPT)) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(RUN),--run-id $(RUN)) \
+		$(if $(or $(N),$(PER_CLASS),$(CLASSES),$(PROMPTS)),,--n 1000)
+
+sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
+	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")
+
+bench: setup  ## benchmarks; figures go in the README
+	$(PY) -m ingest.bench
+
+digits-model: setup  ## retrain the embedded digits models from a seed on CPU (~35 min): make digits-model SEED=0
+	$(PY) -m ingest.train_digits --seed $(SEED)
+
+digits-report: setup  ## quality figures of the shipped digits models (agreement, diversity, time)
+	$(PY) -m ingest.digits_report --n 1000
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .cache .pytest_cache

@@ -16,12 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     layers = commands.add_parser("layers", help="list a model's hookable layers and output shapes (no weights)")
-    layers.add_argument("--model", default="imagenet", help="preset name or EDM config.json path")
+    layers.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: the embedded digits-dmd2)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(run=run_layers)
 
     est = commands.add_parser("estimate", help="bytes per sample and in total, and peak generation memory")
-    est.add_argument("--model", default="imagenet", help="preset name or EDM config.json path")
+    est.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: the embedded digits-dmd2)")
     est.add_argument("--layers", default="all", help="comma-separated layer names or globs (default: all)")
     est.add_argument("--pool", default="mean", help="comma-separated poolings: mean, max, grid2")
     est.add_argument("--n", type=int, default=1000, help="number of samples")
@@ -29,7 +29,55 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="generator precision")
     est.add_argument("--json", action="store_true", help="print JSON instead of text")
     est.set_defaults(run=run_estimate)
+
+    run = commands.add_parser("run", help="generate samples and pooled activations into the lake")
+    run.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: digits-dmd2)")
+    run.add_argument("--checkpoint", help="weights file (default: the preset's)")
+    run.add_argument("--lake", default="lake", help="lake folder or pyarrow.fs URI (default: ./lake)")
+    run.add_argument("--run-id", help="run id (default: model + hash of the configuration, so re-running resumes)")
+    # --num-samples is the same option, for torchrun: its own parser mistakes --n for an abbreviation.
+    run.add_argument("--n", "--num-samples", dest="n", type=int,
+                     help="number of samples (random labels, or cycled --classes / prompts)")
+    run.add_argument("--per-class", type=int, help="balanced plan: every class (or each of --classes) K times")
+    run.add_argument("--classes", help="comma-separated class ids")
+    run.add_argument("--prompts", help="prompt file: one prompt per line, or JSONL with prompt and tags")
+    run.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
+    run.add_argument("--layers", default="all", help="comma-separated layer names or globs (default: all)")
+    run.add_argument("--pool", default="mean", help="comma-separated poolings: mean, max, grid2")
+    run.add_argument("--seed", type=int, default=0, help="run seed; each sample's seed derives from it")
+    run.add_argument("--batch", type=int, default=64, help="generation batch size")
+    run.add_argument("--chunk-size", type=int, default=1024, help="samples per shard")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="generator precision")
+    run.add_argument("--vector-precision", default="half", choices=["half", "full"],
+                     help="stored vector precision: half = float16 mantissa in float32 (default), full")
+    run.add_argument("--workers", type=int, default=2, help="encoding threads")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(run=run_run)
     return parser
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from ingest.run import IngestConfig, run_ingest
+
+    classes = None
+    if args.classes:
+        try:
+            classes = [int(c) for c in args.classes.split(",") if c.strip()]
+        except ValueError:
+            raise ValueError(f"--classes {args.classes!r} must be comma-separated integers, e.g. 1,7") from None
+    config = IngestConfig(
+        model=args.model, checkpoint=args.checkpoint, lake=args.lake, run_id=args.run_id, n=args.n,
+        per_class=args.per_class, classes=classes, prompts=args.prompts, per_prompt=args.per_prompt,
+        layers=args.layers, poolings=tuple(p.strip() for p in args.pool.split(",") if p.strip()), seed=args.seed,
+        batch=args.batch, chunk_size=args.chunk_size, device=args.device, dtype=args.dtype,
+        vector_precision=args.vector_precision, workers=args.workers, progress=not args.quiet,
+    )
+    result = run_ingest(config)
+    state = "already complete" if result.generated == 0 else f"generated {result.generated} samples"
+    print(f"run {result.run_id}: {state} of {result.planned} planned "
+          f"(worker {result.rank + 1}/{result.world_size}, {result.seconds:.1f} s) in {config.lake}")
+    return 0
 
 
 def run_layers(args: argparse.Namespace) -> int:

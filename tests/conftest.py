@@ -62,3 +62,18 @@ def tiny_edm(tiny_edm_dir: Path, tiny_edm_config):
     from ingest.models.edm import EDMPrecond
 
     return load_checkpoint(EDMPrecond(tiny_edm_config), tiny_edm_dir / "pytorch_model.bin").eval()
+
+
+DIGITS_LAYERS = "enc.8x8_block0,enc.2x2_block0,dec.8x8_block1"
+
+
+@pytest.fixture(scope="session")
+def digits_lake(tmp_path_factory) -> dict:
+    """A real lake filled by ingest with the embedded student: 300 samples in 3 chunks (do not modify)."""
+    from ingest.run import IngestConfig, run_ingest
+
+    lake = tmp_path_factory.mktemp("lake")
+    config = IngestConfig(lake=str(lake), n=300, layers=DIGITS_LAYERS, poolings=("mean", "grid2"), seed=11,
+                          batch=50, chunk_size=128, progress=False)
+    result = run_ingest(config)
+    return {"lake": lake, "config": config, "result": result}

@@ -48,5 +48,5 @@ def test_unknown_layer_lists_valid_ones(imagenet_layers):
 
 
 def test_unknown_model_lists_presets():
-    with pytest.raises(UnknownModelError, match="choose one of imagenet"):
+    with pytest.raises(UnknownModelError, match="choose one of digits-dmd2, digits-edm, imagenet"):
         get_spec("sdxl-2step")

@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from ingest.models.edm import IMAGENET64, EDMConfig, EDMPrecond
+from ingest.samplers import SamplerConfig
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,14 @@ class ModelSpec:
     example_inputs: Callable[[int, torch.device], tuple[torch.Tensor, ...]]  # one denoiser call
     hookable_layers: Callable[[nn.Module], dict[str, nn.Module]]  # layer name -> module
     image_shape: tuple[int, int, int]  # (height, width, channels) of a generated image
-    denoiser_calls: int  # captured denoiser evaluations per sample (sampling steps)
+    sampler: SamplerConfig
+    class_names: tuple[str, ...] = ()  # by class id; empty for text-to-image models
+    checkpoint: Path | None = None  # weights shipped with the package, if any
+
+    @property
+    def denoiser_calls(self) -> int:
+        """Captured denoiser evaluations per sample: one per sampling step."""
+        return self.sampler.steps
 
 
 class UnknownModelError(ValueError):
@@ -45,7 +55,14 @@ def edm_hookable_layers(denoiser: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
-def edm_spec(name: str, config: EDMConfig, summary: str, denoiser_calls: int = 1) -> ModelSpec:
+def edm_spec(
+    name: str,
+    config: EDMConfig,
+    summary: str,
+    sampler: SamplerConfig = SamplerConfig(),
+    class_names: tuple[str, ...] = (),
+    checkpoint: Path | None = None,
+) -> ModelSpec:
     def example_inputs(batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         res, channels = config.img_resolution, config.img_channels
         x = torch.zeros(batch, channels, res, res, device=device)
@@ -60,11 +77,27 @@ def edm_spec(name: str, config: EDMConfig, summary: str, denoiser_calls: int = 1
         example_inputs=example_inputs,
         hookable_layers=edm_hookable_layers,
         image_shape=(config.img_resolution, config.img_resolution, config.img_channels),
-        denoiser_calls=denoiser_calls,
+        sampler=sampler,
+        class_names=class_names or tuple(str(i) for i in range(config.label_dim)),
+        checkpoint=checkpoint,
     )
 
 
+def embedded_spec(name: str, summary: str) -> ModelSpec:
+    """A digits model shipped in `ingest/weights/`: its config JSON sits beside its weights."""
+    raw = json.loads((EMBEDDED_WEIGHTS / f"{name}.json").read_text())
+    sampler = SamplerConfig(**raw.pop("sampler"))
+    return edm_spec(name, EDMConfig.from_dict(raw), summary, sampler=sampler,
+                    checkpoint=EMBEDDED_WEIGHTS / f"{name}.safetensors")
+
+
 PRESETS: dict[str, ModelSpec] = {
+    "digits-dmd2": embedded_spec(
+        "digits-dmd2", "embedded one-step DMD2 generator of 8x8 handwritten digits (offline, trained by us)"
+    ),
+    "digits-edm": embedded_spec(
+        "digits-edm", "embedded EDM teacher of digits-dmd2, deterministic Heun sampler, 8 steps"
+    ),
     "imagenet": edm_spec(
         "imagenet",
         IMAGENET64,
@@ -86,3 +119,17 @@ def get_spec(model: str) -> ModelSpec:
     raise UnknownModelError(
         f"unknown model {model!r}; choose one of {', '.join(PRESETS)} or pass an EDM config.json path"
     )
+
+
+def load_denoiser(spec: ModelSpec, checkpoint: str | Path | None = None, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Build `spec`'s denoiser and strictly load its weights (the shipped ones unless `checkpoint`)."""
+    from ingest.checkpoints import load_checkpoint
+
+    path = checkpoint or spec.checkpoint
+    if path is None:
+        raise UnknownModelError(f"model {spec.name} needs a checkpoint; pass --checkpoint PATH")
+    with torch.device("meta"):
+        denoiser = spec.build()
+    load_checkpoint(denoiser, path)
+    return denoiser.to(device=device, dtype=dtype).eval().requires_grad_(False)

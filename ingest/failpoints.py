@@ -1,0 +1,28 @@
+"""Named crash points for the crash-safety tests: SIGKILL this process at the N-th pass of a point.
+
+    DMD2_LENS_FAILPOINT=before-rename:3 python -m ingest run ...
+
+kills the process right before the third shard rename. Unset (always, outside tests), a failpoint
+costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_target: tuple[str, int] | None = None
+_seen: dict[str, int] = {}
+
+_spec = os.environ.get("DMD2_LENS_FAILPOINT", "")
+if _spec:
+    _name, _, _count = _spec.partition(":")
+    _target = (_name, int(_count or 1))
+
+
+def failpoint(name: str) -> None:
+    if _target is None or _target[0] != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] == _target[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,54 @@
+"""Turn rows of a sample plan into images, with capture hooks active: the model side of ingest.
+
+Noise is drawn per sample from its own seed on the CPU (then moved to the device), so a sample's image
+does not depend on the batch it was generated in, and any sample can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ingest.capture import ActivationCapture
+from ingest.models.presets import ModelSpec
+from ingest.plan import SamplePlan
+from ingest.samplers import sample, to_uint8
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def per_sample_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard-normal noise of `shape` for each seed, drawn independently (CPU, float32)."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@dataclasses.dataclass
+class EDMGenerator:
+    """A class-conditional EDM denoiser with its preset's sampler."""
+
+    spec: ModelSpec
+    denoiser: nn.Module
+    device: torch.device
+
+    @property
+    def layers(self) -> dict[str, nn.Module]:
+        return self.spec.hookable_layers(self.denoiser)
+
+    @property
+    def step_levels(self) -> list[float]:
+        """The noise level (sigma) each captured step starts from."""
+        return self.spec.sampler.sigmas()[:-1]
+
+    def generate(self, rows: SamplePlan, capture: ActivationCapture | None = None) -> torch.Tensor:
+        """uint8 NHWC images on the generator's device for the plan rows."""
+        height, width, channels = self.spec.image_shape
+        noise = per_sample_noise(rows.seed, (channels, height, width)).to(self.device)
+        label_dim = len(self.spec.class_names)
+        labels = F.one_hot(torch.as_tensor(rows.class_id, device=self.device), label_dim).float()
+        with torch.inference_mode():
+            images = sample(self.denoiser, noise, labels, self.spec.sampler, capture)
+        return to_uint8(images)

@@ -1,0 +1,229 @@
+"""The shard writer: turns generated batches into Parquet shards off the generator's critical path.
+
+The generating thread hands each batch (images and pooled vectors, still on the model's device) to
+`submit` and goes straight on with the next batch. Worker threads copy it to the host, encode PNGs and
+thumbnails and round the vectors; a single writer thread assembles each finished chunk and writes its
+shards (activations first, the samples shard last: the commit). Queues are bounded, so a slow disk
+slows the generator down instead of filling memory. A worker's error is raised in the generating
+thread at its next call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image
+
+from ingest.capture import CaptureKey
+from ingest.lake import SAMPLES_SCHEMA, Lake, activations_schema, chunk_name
+from ingest.plan import SamplePlan
+
+THUMBNAIL_SIDE = 64
+PNG_COMPRESS_LEVEL = 6
+# PNGs are compressed already: zstd on top would only cost time.
+SAMPLES_COMPRESSION = {name: "zstd" for name in SAMPLES_SCHEMA.names} | {"image_png": "none", "thumbnail": "none"}
+VECTOR_PRECISIONS = {"full": 23, "half": 10}  # mantissa bits kept in the stored float32 vectors
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """Round float32 values to `bits` mantissa bits (10 = float16 precision, float32 range).
+
+    The result is still float32 (DuckDB reads it as FLOAT), but its low bytes are zero, so Parquet's
+    dictionary and zstd encodings store it in about half the space.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if bits >= 23:
+        return values
+    drop = 23 - bits
+    raw = values.view(np.uint32)
+    rounded = (raw + np.uint32(1 << (drop - 1))) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    finite = np.isfinite(values)
+    return np.where(finite, rounded.view(np.float32), values)
+
+
+def encode_png(pixels: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """uint8 HWC (C = 1 or 3) to PNG bytes."""
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def encode_thumbnail(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes | None:
+    """A WebP of at most `side` pixels, or None when the image is that small already."""
+    height, width = pixels.shape[:2]
+    if max(height, width) <= side:
+        return None
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=80)
+    return buffer.getvalue()
+
+
+@dataclasses.dataclass
+class Batch:
+    """One generated batch as handed over by the generating thread."""
+
+    chunk: int
+    rows: SamplePlan
+    images: torch.Tensor  # uint8 NHWC, any device
+    vectors: dict[CaptureKey, torch.Tensor]  # (layer, step, pooling) -> (B, D), any device
+
+
+@dataclasses.dataclass
+class PreparedBatch:
+    rows: SamplePlan
+    png: list[bytes]
+    thumbnails: list[bytes | None]
+    height: int
+    width: int
+    vectors: dict[tuple[str, str], np.ndarray]  # (layer, pooling) -> (B, steps, D) float32
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What every row of a run's shards repeats."""
+
+    run_id: str
+    class_names: tuple[str, ...]
+    step_levels: tuple[float, ...]  # noise level each captured step starts from
+    vector_bits: int = VECTOR_PRECISIONS["half"]
+    png_compress_level: int = PNG_COMPRESS_LEVEL
+
+
+class ShardWriter:
+    def __init__(self, lake: Lake, info: RunInfo, workers: int = 2, max_pending_batches: int = 4) -> None:
+        self.lake = lake
+        self.info = info
+        self._prepare = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+        self._write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self._slots = threading.BoundedSemaphore(max_pending_batches)
+        self._chunks: dict[int, list[Future]] = {}
+        self._writes: list[Future] = []
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self.written_chunks: list[int] = []
+
+    # --- generating thread ------------------------------------------------------------------------
+
+    def submit(self, batch: Batch) -> None:
+        self._raise_pending_error()
+        self._slots.acquire()
+        future = self._prepare.submit(self._prepare_batch, batch)
+        future.add_done_callback(lambda _f: self._slots.release())
+        self._chunks.setdefault(batch.chunk, []).append(future)
+
+    def end_chunk(self, chunk: int) -> None:
+        """All batches of `chunk` are submitted: write it once they are prepared."""
+        self._raise_pending_error()
+        parts = self._chunks.pop(chunk)
+        self._writes.append(self._write.submit(self._write_chunk, chunk, parts))
+        self._writes = [w for w in self._writes if not w.done() or w.exception()]
+
+    def close(self) -> None:
+        """Wait for everything submitted; raise the first worker error, if any."""
+        try:
+            for future in self._writes:
+                future.result()
+        finally:
+            self._prepare.shutdown(wait=True, cancel_futures=True)
+            self._write.shutdown(wait=True, cancel_futures=True)
+        self._raise_pending_error()
+
+    def abort(self) -> None:
+        """Stop without writing chunks that are not yet written (their data is simply regenerated)."""
+        self._chunks.clear()
+        self._prepare.shutdown(wait=True, cancel_futures=True)
+        self._write.shutdown(wait=True, cancel_futures=True)
+
+    def _raise_pending_error(self) -> None:
+        for future in self._writes:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+    # --- worker threads ---------------------------------------------------------------------------
+
+    def _prepare_batch(self, batch: Batch) -> PreparedBatch:
+        pixels = batch.images.cpu().numpy()
+        steps = len(self.info.step_levels)
+        grouped: dict[tuple[str, str], list[np.ndarray]] = {}
+        for (layer, step, pooling), tensor in sorted(batch.vectors.items(), key=lambda kv: kv[0][1]):
+            grouped.setdefault((layer, pooling), []).append(tensor.float().cpu().numpy())
+        vectors = {}
+        for key, per_step in grouped.items():
+            if len(per_step) != steps:
+                raise RuntimeError(f"layer {key[0]} captured {len(per_step)} steps, expected {steps}")
+            vectors[key] = round_mantissa(np.stack(per_step, axis=1), self.info.vector_bits)
+        return PreparedBatch(
+            rows=batch.rows,
+            png=[encode_png(p, self.info.png_compress_level) for p in pixels],
+            thumbnails=[encode_thumbnail(p) for p in pixels],
+            height=pixels.shape[1],
+            width=pixels.shape[2],
+            vectors=vectors,
+        )
+
+    def _write_chunk(self, chunk: int, parts: list[Future]) -> None:
+        prepared: list[PreparedBatch] = [f.result() for f in parts]
+        name = chunk_name(chunk)
+        for (layer, pooling), table in self._activation_tables(prepared).items():
+            self.lake.write_parquet(table, "activations", self.info.run_id, layer, pooling, name)
+        self.lake.write_parquet(self._samples_table(chunk, prepared), "samples", self.info.run_id, name,
+                                compression=SAMPLES_COMPRESSION)
+        with self._lock:
+            self.written_chunks.append(chunk)
+
+    def _samples_table(self, chunk: int, prepared: list[PreparedBatch]) -> pa.Table:
+        rows = [p.rows for p in prepared]
+        n = sum(len(r) for r in rows)
+        class_ids = np.concatenate([r.class_id for r in rows]) if rows[0].class_id is not None else None
+        prompts = [t for r in rows for t in r.prompt_texts()] if rows[0].prompt_index is not None else None
+        tags = ([list(r.prompts[i].tags) for r in rows for i in r.prompt_index]
+                if rows[0].prompt_index is not None else [[] for _ in range(n)])
+        names = self.info.class_names
+        columns = {
+            "run_id": [self.info.run_id] * n,
+            "sample_id": np.concatenate([r.sample_id for r in rows]),
+            "chunk": np.full(n, chunk, dtype=np.int32),
+            "seed": np.concatenate([r.seed for r in rows]),
+            "class_id": class_ids.astype(np.int32) if class_ids is not None else [None] * n,
+            "class_name": [names[c] for c in class_ids] if class_ids is not None else [None] * n,
+            "prompt": prompts if prompts is not None else [None] * n,
+            "tags": tags,
+            "steps": np.full(n, len(self.info.step_levels), dtype=np.int16),
+            "width": np.concatenate([np.full(len(p.rows), p.width, dtype=np.int32) for p in prepared]),
+            "height": np.concatenate([np.full(len(p.rows), p.height, dtype=np.int32) for p in prepared]),
+            "image_png": [b for p in prepared for b in p.png],
+            "thumbnail": [t for p in prepared for t in p.thumbnails],
+        }
+        return pa.table(columns, schema=SAMPLES_SCHEMA)
+
+    def _activation_tables(self, prepared: list[PreparedBatch]) -> dict[tuple[str, str], pa.Table]:
+        sample_ids = np.concatenate([p.rows.sample_id for p in prepared])
+        steps = len(self.info.step_levels)
+        tables = {}
+        for key in prepared[0].vectors:
+            layer, pooling = key
+            stacked = np.concatenate([p.vectors[key] for p in prepared])  # (n, steps, D)
+            n, _, dim = stacked.shape
+            flat = pa.array(stacked.reshape(-1), type=pa.float32())
+            tables[key] = pa.table(
+                {
+                    "run_id": [self.info.run_id] * (n * steps),
+                    "sample_id": np.repeat(sample_ids, steps),
+                    "layer": [layer] * (n * steps),
+                    "step": np.tile(np.arange(steps, dtype=np.int16), n),
+                    "noise_level": np.tile(np.asarray(self.info.step_levels, dtype=np.float32), n),
+                    "pooling": [pooling] * (n * steps),
+                    "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+                },
+                schema=activations_schema(dim),
+            )
+        return tables

@@ -1,0 +1,75 @@
+-- Views over the lake's Parquet shards. `{lake}` is replaced by the lake's root folder.
+-- store.connect() runs this file; a table with no shards yet gets an empty view of the same columns.
+-- Readers never block writers: these are views over globs, there is no database file.
+
+-- One row per status change of each worker of each run (append-only log).
+CREATE OR REPLACE VIEW run_events AS
+SELECT * FROM read_parquet('{lake}/runs/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- One row per run: its latest configuration and an overall status. A run is complete when every
+-- worker (rank) of its latest world size has reported complete.
+CREATE OR REPLACE VIEW runs AS
+WITH latest AS (
+    SELECT *, row_number() OVER (PARTITION BY run_id, rank ORDER BY updated_at DESC) AS newest
+    FROM run_events
+)
+SELECT
+    run_id,
+    any_value(model) AS model,
+    any_value(checkpoint) AS checkpoint,
+    any_value(checkpoint_sha256) AS checkpoint_sha256,
+    any_value(sampler) AS sampler,
+    any_value(layers) AS layers,
+    any_value(poolings) AS poolings,
+    any_value(plan) AS plan,
+    any_value(n_samples) AS n_samples,
+    any_value(seed) AS seed,
+    any_value(config_hash) AS config_hash,
+    any_value(dtype) AS dtype,
+    max(world_size) AS world_size,
+    CASE
+        WHEN count(*) FILTER (WHERE status = 'complete') >= max(world_size) THEN 'complete'
+        WHEN bool_or(status = 'failed') THEN 'failed'
+        ELSE 'running'
+    END AS status,
+    min(started_at) AS started_at,
+    max(updated_at) AS updated_at
+FROM latest
+WHERE newest = 1
+GROUP BY run_id;
+
+-- One row per generated sample, with its PNG image and thumbnail (NULL: the image is the thumbnail).
+CREATE OR REPLACE VIEW samples AS
+SELECT * FROM read_parquet('{lake}/samples/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- One row per (sample, layer, step, pooling). `vector` is FLOAT[]; cast it for the array functions,
+-- e.g. array_cosine_similarity(vector::FLOAT[768], ...), or use list_cosine_similarity directly.
+CREATE OR REPLACE VIEW activations AS
+SELECT *, len(vector) AS dim
+FROM read_parquet('{lake}/activations/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- Which (run, layer, step, pooling) vectors exist: what can be laid out or searched.
+CREATE OR REPLACE VIEW captured AS
+SELECT run_id, layer, pooling, step, any_value(noise_level) AS noise_level, any_value(dim) AS dim,
+       count(*) AS vectors
+FROM activations
+GROUP BY ALL;
+
+-- Sample metadata without image bytes: what maps and tables plot.
+CREATE OR REPLACE VIEW points AS
+SELECT run_id, sample_id, chunk, seed, class_id, class_name, prompt, tags, steps, width, height
+FROM samples;
+
+-- Exact k nearest neighbours of one sample by cosine distance, scanning every vector of the layer.
+-- SELECT * FROM knn_exact('run', 42, 'enc.8x8_block0', 'mean', 0, 10);
+CREATE OR REPLACE MACRO knn_exact(q_run, q_sample, q_layer, q_pooling, q_step, k) AS TABLE
+WITH query AS (
+    SELECT vector FROM activations
+    WHERE run_id = q_run AND sample_id = q_sample AND layer = q_layer AND pooling = q_pooling AND step = q_step
+)
+SELECT a.sample_id, list_cosine_distance(a.vector, query.vector) AS distance
+FROM activations AS a, query
+WHERE a.run_id = q_run AND a.layer = q_layer AND a.pooling = q_pooling AND a.step = q_step
+  AND a.sample_id <> q_sample
+ORDER BY distance, a.sample_id
+LIMIT k;

@@ -1,0 +1,60 @@
+"""Load one layer's pooled vectors from the lake into a numpy matrix, fast.
+
+DuckDB is the query engine, but for a whole (run, layer, pooling, step) matrix pyarrow reads the
+shards straight into one contiguous float32 buffer: the fixed-size list's values are already laid
+out row by row, so no per-row Python work happens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from ingest.lake import Lake
+
+
+class MissingLayerError(ValueError):
+    pass
+
+
+def shard_paths(lake: Lake, run_id: str, layer: str, pooling: str) -> list[str]:
+    names = [n for n in lake.list_names("activations", run_id, layer, pooling) if n.endswith(".parquet")]
+    return [lake.path("activations", run_id, layer, pooling, n) for n in names]
+
+
+def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", step: int | None = None,
+                committed_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(sample ids int64 (n,), vectors float32 (n, dim)) sorted by sample id, for one step.
+
+    `step` None means the last captured step. With `committed_only`, rows of chunks whose samples
+    shard is missing (a crash between the two writes) are left out.
+    """
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    paths = shard_paths(lake, run_id, layer, pooling)
+    if committed_only:
+        committed = {f"chunk-{c:06d}.parquet" for c in lake.committed_chunks(run_id)}
+        paths = [p for p in paths if p.rsplit("/", 1)[1] in committed]
+    if not paths:
+        raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
+                                "see the `captured` view for what exists")
+    dataset = ds.dataset(paths, format="parquet", filesystem=lake.fs)
+    if step is None:
+        step = pc.max(dataset.to_table(columns=["step"]).column("step")).as_py()
+    table = dataset.to_table(columns=["sample_id", "vector"], filter=ds.field("step") == step, use_threads=True)
+    if table.num_rows == 0:
+        raise MissingLayerError(f"step {step} was not captured for layer {layer} of run {run_id}")
+    column = table.column("vector")
+    if not pa.types.is_fixed_size_list(column.type):
+        raise MissingLayerError(f"vectors of layer {layer} are not fixed-size lists; was the lake written by ingest?")
+    matrix = np.empty((table.num_rows, column.type.list_size), dtype=np.float32)
+    offset = 0
+    for chunk in column.chunks:  # one copy, straight from Arrow's buffers into the matrix
+        matrix[offset: offset + len(chunk)] = chunk.flatten().to_numpy().reshape(len(chunk), -1)
+        offset += len(chunk)
+    ids = table.column("sample_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    if not np.all(order == np.arange(len(order))):
+        ids, matrix = ids[order], matrix[order]
+    return ids, matrix

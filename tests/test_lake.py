@@ -1,0 +1,68 @@
+"""The lake's atomic shard writes, listing and commit points."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ingest.lake import Lake, LakeError, check_run_id, chunk_name, chunk_of
+
+
+def test_atomic_write_leaves_only_the_final_file(tmp_path):
+    lake = Lake(tmp_path)
+    table = pa.table({"x": [1, 2, 3]})
+    path = lake.write_parquet(table, "samples", "run1", chunk_name(4))
+    assert path.endswith("samples/run1/chunk-000004.parquet")
+    assert os.listdir(tmp_path / "samples" / "run1") == ["chunk-000004.parquet"]
+    assert pq.read_table(path).equals(table)
+    assert lake.committed_chunks("run1") == {4}
+
+
+def test_failed_write_removes_its_temporary(tmp_path):
+    lake = Lake(tmp_path)
+    with pytest.raises(Exception):
+        lake.write_parquet(pa.table({"x": [1]}), "samples", "run1", "chunk-000000.parquet", compression="nope")
+    assert os.listdir(tmp_path / "samples" / "run1") == []
+
+
+def test_listing_ignores_hidden_and_other_files(tmp_path):
+    lake = Lake(tmp_path)
+    folder = tmp_path / "samples" / "r"
+    folder.mkdir(parents=True)
+    for name in ["chunk-000001.parquet", ".chunk-000002.parquet.abc.tmp", "notes.txt", "chunk-3.parquet"]:
+        (folder / name).write_bytes(b"")
+    assert lake.list_names("samples", "r") == ["chunk-000001.parquet", "chunk-3.parquet", "notes.txt"]
+    assert lake.committed_chunks("r") == {1}
+    assert lake.list_names("samples", "missing") == []
+    assert lake.remove_temporaries("r", [2]) == 1 and not (folder / ".chunk-000002.parquet.abc.tmp").exists()
+
+
+def test_run_ids_are_checked():
+    assert check_run_id("digits-dmd2-abc_1.0") == "digits-dmd2-abc_1.0"
+    for bad in ["", "../etc", "a/b", ".hidden", "x" * 200, "a b"]:
+        with pytest.raises(LakeError, match="invalid run id"):
+            check_run_id(bad)
+    assert chunk_of("chunk-000042.parquet") == 42 and chunk_of("chunk-42.parquet") is None
+
+
+def test_unwritable_lake_is_reported(tmp_path):
+    # A path below a regular file cannot be created, even by root.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LakeError, match="is not writable"):
+        Lake(blocker / "lake").ensure_writable()
+
+
+def test_object_store_uris_write_in_place():
+    # pyarrow's in-memory "mock" filesystem stands in for s3:// or gs:// (not local: no rename step).
+    lake = Lake("mock:///lake")
+    assert not lake.is_local
+    lake.ensure_writable()
+    lake.write_parquet(pa.table({"x": [1]}), "samples", "run1", chunk_name(0))
+    lake.write_parquet(pa.table({"x": [2]}), "samples", "run1", chunk_name(3))
+    assert lake.committed_chunks("run1") == {0, 3}
+    assert pq.read_table(lake.path("samples", "run1", chunk_name(3)), filesystem=lake.fs).column("x").to_pylist() == [2]
+    assert lake.remove_temporaries("run1", [0]) == 0

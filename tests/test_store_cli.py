@@ -1,0 +1,26 @@
+"""`python -m store sql` (what `make sql Q=...` runs) against a real lake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def store_sql(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "store", "sql", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_query_prints_a_table(digits_lake):
+    result = store_sql("--lake", str(digits_lake["lake"]), "SELECT count(*) AS n FROM samples")
+    assert result.returncode == 0, result.stderr
+    assert "300" in result.stdout
+
+
+def test_errors_are_one_line(digits_lake, tmp_path):
+    bad = store_sql("--lake", str(digits_lake["lake"]), "SELEC 1")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: SQL error") and bad.stderr.count("\n") == 1
+    missing = store_sql("--lake", str(tmp_path / "none"), "SELECT 1")
+    assert missing.returncode == 2 and "no lake at" in missing.stderr
