@@ -88,7 +88,7 @@ def writer_throughput(n: int, batch: int, workdir: Path, workers: int) -> dict:
     vectors = {(layer, 0, "mean"): torch.from_numpy(rng.gamma(2.0, 0.5, (batch, 768)).astype(np.float32))
                for layer in layers}
     plan = class_plan(1000, seed=0, n=n)
-    lake_dir = workdir / "writer"
+    lake_dir = workdir / f"writer-{workers}"
     names = tuple(f"class {i}" for i in range(1000))
     writer = ShardWriter(Lake(lake_dir), RunInfo("bench", names, (80.0,)), workers=workers)
     chunk_size = 4096
@@ -177,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dmd2-bench-"))
     try:
         results = {
-            "overhead": overhead_ratio(n=256 if quick else 4096, batch=128, repeats=1 if quick else 3, workdir=workdir),
+            "overhead": overhead_ratio(n=256 if quick else 8192, batch=128, repeats=1 if quick else 3, workdir=workdir),
             "writer": writer_throughput(n=512 if quick else 32768, batch=256, workdir=workdir, workers=2),
+            "writer_3_threads": writer_throughput(n=512 if quick else 32768, batch=256, workdir=workdir, workers=3),
             "vector_formats": vector_formats(rows=4096 if quick else 1_000_000, dim=768, workdir=workdir),
         }
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 
 import torch
@@ -36,8 +37,9 @@ class UnknownLayerError(ValueError):
     pass
 
 
-def discover_layers(spec: ModelSpec) -> list[LayerInfo]:
-    """Every hookable layer of `spec` in forward order, with its per-sample output shape."""
+@functools.lru_cache(maxsize=32)
+def discover_layers(spec: ModelSpec) -> tuple[LayerInfo, ...]:
+    """Every hookable layer of `spec` in forward order, with its per-sample output shape (cached)."""
     with META:
         denoiser = spec.build()
     shapes: dict[str, tuple[int, ...]] = {}
@@ -56,7 +58,7 @@ def discover_layers(spec: ModelSpec) -> list[LayerInfo]:
     finally:
         for handle in handles:
             handle.remove()
-    return [LayerInfo(name, shapes[name]) for name in shapes]  # dict order = order in which they fired
+    return tuple(LayerInfo(name, shapes[name]) for name in shapes)  # in the order they fired
 
 
 def select_layers(available: list[LayerInfo], requested: str | list[str] | None) -> list[LayerInfo]:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import struct
 import threading
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +27,8 @@ from ingest.capture import CaptureKey
 from ingest.lake import SAMPLES_SCHEMA, Lake, activations_schema, chunk_name
 from ingest.plan import SamplePlan
 
+WORKER_NICENESS = 10
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THUMBNAIL_SIDE = 64
 PNG_COMPRESS_LEVEL = 6
 # PNGs are compressed already: zstd on top would only cost time.
@@ -47,12 +52,26 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     return np.where(finite, rounded.view(np.float32), values)
 
 
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
 def encode_png(pixels: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
-    """uint8 HWC (C = 1 or 3) to PNG bytes."""
-    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+    """uint8 HWC (C = 1 or 3) to PNG bytes: every row "Up"-filtered, then deflated.
+
+    About twice as fast as Pillow's encoder for 64x64 images, and the deflate step releases the GIL,
+    so encoder threads really run in parallel. Files are within a few percent of Pillow's size.
+    """
+    height, width, channels = pixels.shape
+    rows = pixels.reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # filter type Up: each byte minus the byte above it (mod 256)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:], dtype=np.uint8)
+    color_type = {1: 0, 3: 2, 4: 6}[channels]  # grey, RGB, RGBA
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)) + _png_chunk(b"IEND", b""))
 
 
 def encode_thumbnail(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes | None:
@@ -65,6 +84,22 @@ def encode_thumbnail(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes | 
     buffer = io.BytesIO()
     image.save(buffer, format="WEBP", quality=80)
     return buffer.getvalue()
+
+
+def constant_strings(value: str, n: int) -> pa.Array:
+    """A string column of `n` copies of `value`, built from buffers (no Python objects per row)."""
+    encoded = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
+
+
+def _yield_to_generator() -> None:
+    """Lower this worker thread's CPU priority (Linux: per thread), so that when the generator itself
+    runs on the CPU, encoding fills the gaps between its ops rather than stretching them."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
 
 
 @dataclasses.dataclass
@@ -102,8 +137,9 @@ class ShardWriter:
     def __init__(self, lake: Lake, info: RunInfo, workers: int = 2, max_pending_batches: int = 4) -> None:
         self.lake = lake
         self.info = info
-        self._prepare = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
-        self._write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self._prepare = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare",
+                                           initializer=_yield_to_generator)
+        self._write = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write", initializer=_yield_to_generator)
         self._slots = threading.BoundedSemaphore(max_pending_batches)
         self._chunks: dict[int, list[Future]] = {}
         self._writes: list[Future] = []
@@ -189,7 +225,7 @@ class ShardWriter:
                 if rows[0].prompt_index is not None else [[] for _ in range(n)])
         names = self.info.class_names
         columns = {
-            "run_id": [self.info.run_id] * n,
+            "run_id": constant_strings(self.info.run_id, n),
             "sample_id": np.concatenate([r.sample_id for r in rows]),
             "chunk": np.full(n, chunk, dtype=np.int32),
             "seed": np.concatenate([r.seed for r in rows]),
@@ -213,15 +249,15 @@ class ShardWriter:
             layer, pooling = key
             stacked = np.concatenate([p.vectors[key] for p in prepared])  # (n, steps, D)
             n, _, dim = stacked.shape
-            flat = pa.array(stacked.reshape(-1), type=pa.float32())
+            flat = pa.array(stacked.reshape(-1))  # zero-copy for float32 (a `type=` argument would copy slowly)
             tables[key] = pa.table(
                 {
-                    "run_id": [self.info.run_id] * (n * steps),
+                    "run_id": constant_strings(self.info.run_id, n * steps),
                     "sample_id": np.repeat(sample_ids, steps),
-                    "layer": [layer] * (n * steps),
+                    "layer": constant_strings(layer, n * steps),
                     "step": np.tile(np.arange(steps, dtype=np.int16), n),
                     "noise_level": np.tile(np.asarray(self.info.step_levels, dtype=np.float32), n),
-                    "pooling": [pooling] * (n * steps),
+                    "pooling": constant_strings(pooling, n * steps),
                     "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
                 },
                 schema=activations_schema(dim),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from ingest.lake import Lake
@@ -40,19 +39,27 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
         raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
                                 "see the `captured` view for what exists")
     dataset = ds.dataset(paths, format="parquet", filesystem=lake.fs)
+    table = dataset.to_table(columns=["sample_id", "step", "vector"], use_threads=True)
+    steps = table.column("step").to_numpy()
     if step is None:
-        step = pc.max(dataset.to_table(columns=["step"]).column("step")).as_py()
-    table = dataset.to_table(columns=["sample_id", "vector"], filter=ds.field("step") == step, use_threads=True)
-    if table.num_rows == 0:
+        step = int(steps.max())
+    keep = steps == step
+    if not keep.any():
         raise MissingLayerError(f"step {step} was not captured for layer {layer} of run {run_id}")
     column = table.column("vector")
     if not pa.types.is_fixed_size_list(column.type):
         raise MissingLayerError(f"vectors of layer {layer} are not fixed-size lists; was the lake written by ingest?")
-    matrix = np.empty((table.num_rows, column.type.list_size), dtype=np.float32)
-    offset = 0
-    for chunk in column.chunks:  # one copy, straight from Arrow's buffers into the matrix
-        matrix[offset: offset + len(chunk)] = chunk.flatten().to_numpy().reshape(len(chunk), -1)
-        offset += len(chunk)
+    # One copy, straight from Arrow's buffers into the matrix, keeping only the rows of `step`.
+    matrix = np.empty((int(keep.sum()), column.type.list_size), dtype=np.float32)
+    source = target = 0
+    for chunk in column.chunks:
+        values = chunk.flatten().to_numpy().reshape(len(chunk), -1)
+        rows = keep[source: source + len(chunk)]
+        picked = values if rows.all() else values[rows]
+        matrix[target: target + len(picked)] = picked
+        source += len(chunk)
+        target += len(picked)
+    table = table.filter(pa.array(keep)) if not keep.all() else table
     ids = table.column("sample_id").to_numpy()
     order = np.argsort(ids, kind="stable")
     if not np.all(order == np.arange(len(order))):

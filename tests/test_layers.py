@@ -10,7 +10,7 @@ from ingest.models.presets import UnknownModelError, get_spec
 
 @pytest.fixture(scope="module")
 def imagenet_layers() -> list[LayerInfo]:
-    return discover_layers(get_spec("imagenet"))
+    return list(discover_layers(get_spec("imagenet")))
 
 
 def test_imagenet_has_37_blocks_with_real_shapes(imagenet_layers):

@@ -24,3 +24,12 @@ def test_errors_are_one_line(digits_lake, tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: SQL error") and bad.stderr.count("\n") == 1
     missing = store_sql("--lake", str(tmp_path / "none"), "SELECT 1")
     assert missing.returncode == 2 and "no lake at" in missing.stderr
+
+
+def test_shell_loads_the_views(digits_lake):
+    # Without a query, `python -m store sql` replaces itself with the duckdb-cli shell, views loaded.
+    result = subprocess.run([sys.executable, "-m", "store", "sql", "--lake", str(digits_lake["lake"])], cwd=REPO,
+                            input="SELECT count(*) AS stored FROM points;\n", capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "stored" in result.stdout and "300" in result.stdout
