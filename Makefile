@@ -26,7 +26,7 @@ DEVICE ?= cpu
 SEED   ?= 0
 LAKE   ?= lake
 
-.PHONY: help setup test layers estimate ingest sql bench digits-model digits-report clean
+.PHONY: help setup test layers estimate ingest embed sql bench digits-model digits-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,6 +61,11 @@ ingest: setup  ## generate into the lake: make ingest MODEL=digits-dmd2 N=1000 L
 		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(PER_PROMPT),--per-prompt $(PER_PROMPT)) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(RUN),--run-id $(RUN)) \
 		$(if $(or $(N),$(PER_CLASS),$(CLASSES),$(PROMPTS)),,--n 1000)
+
+# RUN (default: latest run), LAYERS (default: every captured layer), STEP (default: last), POOL.
+embed: setup  ## neighbour graphs + aligned UMAP layouts: make embed RUN=... LAYERS=... STEP=...
+	$(PY) -m store embed --lake $(LAKE) --pool $(POOL) $(if $(RUN),--run $(RUN)) \
+		$(if $(filter-out all,$(LAYERS)),--layers '$(LAYERS)') $(if $(STEP),--step $(STEP))
 
 sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")

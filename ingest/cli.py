@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers = commands.add_parser("layers", help="list a model's hookable layers and output shapes (no weights)")
     layers.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: the embedded digits-dmd2)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    layers.set_defaults(run=run_layers)
+    layers.set_defaults(handler=run_layers)
 
     est = commands.add_parser("estimate", help="bytes per sample and in total, and peak generation memory")
     est.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: the embedded digits-dmd2)")
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--batch", type=int, default=64, help="generation batch size")
     est.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="generator precision")
     est.add_argument("--json", action="store_true", help="print JSON instead of text")
-    est.set_defaults(run=run_estimate)
+    est.set_defaults(handler=run_estimate)
 
     run = commands.add_parser("run", help="generate samples and pooled activations into the lake")
     run.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: digits-dmd2)")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stored vector precision: half = float16 mantissa in float32 (default), full")
     run.add_argument("--workers", type=int, default=2, help="encoding threads")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.set_defaults(run=run_run)
+    run.set_defaults(handler=run_run)
     return parser
 
 
@@ -131,7 +131,7 @@ def run_estimate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ValueError, OSError) as err:  # our error types derive from ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2

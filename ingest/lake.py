@@ -3,6 +3,8 @@
     <lake>/runs/<run_id>/<rank>-<utc time>-<status>.parquet       one row per status change
     <lake>/samples/<run_id>/chunk-000042.parquet                  images and metadata of one chunk
     <lake>/activations/<run_id>/<layer>/<pooling>/chunk-000042.parquet
+    <lake>/indexes/<run_id>/<layer>/<pooling>/step-0000-<hash>.parquet     (written by store/)
+    <lake>/embeddings/<run_id>/<layer>/<pooling>/step-0000-<hash>.parquet  (written by store/)
 
 This module owns the schemas (the contract with `store/`) and the only way shards are written: to a
 hidden temporary name in the target folder, then renamed, so a reader never sees a partial file.
@@ -172,6 +174,12 @@ class Lake:
         selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         names = [info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File]
         return sorted(n for n in names if not n.startswith("."))
+
+    def list_folders(self, *parts: str) -> list[str]:
+        """Sub-folder names directly inside a lake folder; empty if it does not exist."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        infos = self.fs.get_file_info(selector)
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
 
     def committed_chunks(self, run_id: str) -> set[int]:
         """Chunks of a run whose samples shard exists (the commit point)."""

@@ -73,3 +73,25 @@ WHERE a.run_id = q_run AND a.layer = q_layer AND a.pooling = q_pooling AND a.ste
   AND a.sample_id <> q_sample
 ORDER BY distance, a.sample_id
 LIMIT k;
+
+-- 2-D layouts written by `make embed`: one row per (layout, sample). knn_overlap is the neighbour audit:
+-- the share of a point's 15 raw-space neighbours that are also among its 15 nearest on the map.
+CREATE OR REPLACE VIEW embeddings AS
+SELECT * FROM read_parquet('{lake}/embeddings/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- One row per stored layout.
+CREATE OR REPLACE VIEW layouts AS
+SELECT run_id, layer, step, pooling, method, params_hash, any_value(params) AS params, count(*) AS points,
+       avg(knn_overlap) AS mean_knn_overlap
+FROM embeddings
+GROUP BY run_id, layer, step, pooling, method, params_hash;
+
+-- Raw-space neighbour graphs written by `make embed`: each sample's 50 nearest samples (cosine).
+CREATE OR REPLACE VIEW neighbours AS
+SELECT * FROM read_parquet('{lake}/indexes/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- Map points: layout coordinates joined with sample metadata.
+CREATE OR REPLACE VIEW map_points AS
+SELECT e.run_id, e.layer, e.step, e.pooling, e.params_hash, e.sample_id, e.x, e.y, e.knn_overlap,
+       p.seed, p.class_id, p.class_name, p.prompt, p.tags
+FROM embeddings e JOIN points p USING (run_id, sample_id);

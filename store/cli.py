@@ -1,7 +1,9 @@
-"""`python -m store ...`: ad hoc SQL over the lake.
+"""`python -m store ...`: ad hoc SQL over the lake, layouts and neighbours.
 
     python -m store sql --lake lake "SELECT class_name, count(*) FROM samples GROUP BY 1"
     python -m store sql --lake lake            # interactive DuckDB shell with the views loaded
+    python -m store embed --lake lake          # neighbour graphs + aligned UMAP layouts, latest run
+    python -m store neighbours --layer enc.4x4_block0 --sample 42 --k 10
 """
 
 from __future__ import annotations
@@ -21,8 +23,76 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", nargs="?", help="SQL to run; omit it for an interactive shell")
     sql.add_argument("--lake", default="lake", help="lake folder (default: ./lake)")
     sql.add_argument("--max-rows", type=int, default=100, help="rows to print")
-    sql.set_defaults(run=run_sql)
+    sql.set_defaults(handler=run_sql)
+
+    embed = commands.add_parser("embed", help="neighbour graphs and aligned UMAP layouts for a run's layers")
+    embed.add_argument("--lake", default="lake", help="lake folder (default: ./lake)")
+    embed.add_argument("--run", help="run id (default: the latest run)")
+    embed.add_argument("--layers", help="comma-separated layers (default: every captured layer)")
+    embed.add_argument("--step", type=int, help="sampling step (default: the last)")
+    embed.add_argument("--pool", default="mean", help="pooling (default: mean)")
+    embed.add_argument("--n-neighbors", type=int, default=15)
+    embed.add_argument("--min-dist", type=float, default=0.1)
+    embed.add_argument("--pca", type=int, default=50, help="PCA width for wider layers; 0 turns PCA off")
+    embed.add_argument("--standardize", action="store_true", help="z-score each dimension first")
+    embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--fit-sample", type=int, default=50_000, help="fit UMAP on this many points, place the rest")
+    embed.add_argument("--no-align", action="store_true", help="lay out every layer independently")
+    embed.add_argument("--quiet", action="store_true")
+    embed.set_defaults(handler=run_embed)
+
+    knn = commands.add_parser("neighbours", help="k nearest neighbours of a sample in raw activation space")
+    knn.add_argument("--lake", default="lake")
+    knn.add_argument("--run", help="run id (default: the latest run)")
+    knn.add_argument("--layer", required=True)
+    knn.add_argument("--sample", type=int, required=True, help="sample id")
+    knn.add_argument("--k", type=int, default=10)
+    knn.add_argument("--pool", default="mean")
+    knn.add_argument("--step", type=int)
+    knn.set_defaults(handler=run_neighbours)
     return parser
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from store.embed import embed_run
+    from store.layouts import LayoutParams
+
+    require_lake(args.lake)
+    params = LayoutParams(n_neighbors=args.n_neighbors, min_dist=args.min_dist, pca=args.pca or None,
+                          standardize=args.standardize, seed=args.seed, fit_sample=args.fit_sample)
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
+    results = embed_run(args.lake, args.run, layers, args.step, args.pool, params, align=not args.no_align,
+                        progress=not args.quiet)
+    print(f"{'layer':<20} {'step':>4} {'points':>8} {'audit':>6} {'moved':>6}  layout")
+    for r in results:
+        moved = f"{r.displacement:.2f}" if r.displacement is not None else "-"
+        print(f"{r.layer:<20} {r.step:>4} {r.samples:>8} {r.mean_overlap:>6.2f} {moved:>6}  "
+              f"{r.params_hash}{' (reused)' if r.reused else ''}")
+    print("audit: mean share of each point's 15 raw-space neighbours kept on the map; "
+          "moved: mean displacement from the previous layer, in map radii")
+    return 0
+
+
+def run_neighbours(args: argparse.Namespace) -> int:
+    from store.embed import latest_run
+    from store.neighbours import build_graph
+    from ingest.lake import Lake
+
+    require_lake(args.lake)
+    run_id = args.run or latest_run(Lake(args.lake))
+    graph = build_graph(args.lake, run_id, args.layer, args.pool, args.step)
+    try:
+        ids, distances = graph.of(args.sample, args.k)
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
+    for sample_id, distance in zip(ids, distances):
+        print(f"{sample_id}\t{distance:.6f}")
+    return 0
+
+
+def require_lake(lake: str) -> None:
+    if not Path(lake).is_dir():
+        raise ValueError(f"no lake at {lake}; run `make ingest` first or pass --lake")
 
 
 def run_sql(args: argparse.Namespace) -> int:
@@ -31,8 +101,7 @@ def run_sql(args: argparse.Namespace) -> int:
     from ingest.lake import Lake
     from store.views import connect, render_views
 
-    if not Path(args.lake).is_dir():
-        raise ValueError(f"no lake at {args.lake}; run `make ingest` first or pass --lake")
+    require_lake(args.lake)
     if args.query:
         con = connect(args.lake)
         try:
@@ -54,7 +123,7 @@ def run_sql(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except (ValueError, OSError) as err:
+        return args.handler(args)
+    except (ValueError, OSError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

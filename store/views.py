@@ -27,7 +27,17 @@ ACTIVATIONS_COLUMNS = pa.schema([
     ("run_id", pa.string()), ("sample_id", pa.int64()), ("layer", pa.string()), ("step", pa.int16()),
     ("noise_level", pa.float32()), ("pooling", pa.string()), ("vector", pa.list_(pa.float32())),
 ])
-TABLE_SCHEMAS = {"runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS}
+EMBEDDINGS_COLUMNS = pa.schema([
+    ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int16()), ("pooling", pa.string()),
+    ("method", pa.string()), ("params_hash", pa.string()), ("params", pa.string()), ("sample_id", pa.int64()),
+    ("x", pa.float32()), ("y", pa.float32()), ("knn_overlap", pa.float32()),
+])
+NEIGHBOURS_COLUMNS = pa.schema([
+    ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int16()), ("pooling", pa.string()),
+    ("sample_id", pa.int64()), ("neighbour_ids", pa.list_(pa.int64())), ("distances", pa.list_(pa.float32())),
+])
+TABLE_SCHEMAS = {"runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
+                 "embeddings": EMBEDDINGS_COLUMNS, "indexes": NEIGHBOURS_COLUMNS}
 
 
 def duckdb_type(arrow_type: pa.DataType) -> str:

@@ -1,0 +1,144 @@
+"""`make embed`: for each chosen layer of a run, the raw-space neighbour graph and a seeded 2-D layout,
+aligned layer to layer, written to the lake's `embeddings` table:
+
+    <lake>/embeddings/<run_id>/<layer>/<pooling>/step-0000-<params hash>.parquet
+
+The params hash covers the layout parameters, the vectors' inputs hash and the alignment reference,
+so asking for the same layout twice reuses the stored one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from ingest.lake import Lake, check_run_id
+from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align
+from store.neighbours import build_graph
+
+AUDIT_K = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutResult:
+    run_id: str
+    layer: str
+    pooling: str
+    step: int
+    params_hash: str
+    samples: int
+    reused: bool
+    displacement: float | None  # mean displacement from the previous layer after alignment
+    mean_overlap: float  # neighbour audit, averaged over points
+
+
+class EmbedError(ValueError):
+    pass
+
+
+def latest_run(lake: Lake) -> str:
+    from store.views import connect
+
+    rows = connect(lake.root).sql("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1").fetchall()
+    if not rows:
+        raise EmbedError(f"no runs in lake {lake.uri}; run `make ingest` first")
+    return rows[0][0]
+
+
+def captured_layers(lake: Lake, run_id: str, pooling: str) -> list[str]:
+    """Layers of a run in the order they were captured (the run's recorded order)."""
+    runs = lake.read_runs(check_run_id(run_id))
+    if runs.num_rows == 0:
+        raise EmbedError(f"no run {run_id} in lake {lake.uri}; see `make sql Q=\"SELECT run_id FROM runs\"`")
+    recorded = runs.column("layers")[0].as_py()
+    stored = set(lake.list_folders("activations", run_id))
+    return [layer for layer in recorded if layer in stored and pooling in lake.list_folders("activations", run_id, layer)]
+
+
+def embedding_parts(run_id: str, layer: str, pooling: str, step: int, digest: str) -> tuple[str, ...]:
+    return ("embeddings", run_id, layer, pooling, f"step-{step:04d}-{digest}.parquet")
+
+
+def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | None = None,
+              step: int | None = None, pooling: str = "mean", params: LayoutParams = LayoutParams(),
+              align: bool = True, progress: bool = True) -> list[LayoutResult]:
+    """Lay out each chosen layer (default: every captured layer of the latest run, last step)."""
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    run_id = run_id or latest_run(lake)
+    available = captured_layers(lake, run_id, pooling)
+    chosen = layers or available
+    missing = [layer for layer in chosen if layer not in available]
+    if missing:
+        raise EmbedError(f"layer {missing[0]} was not captured with pooling {pooling} in run {run_id}; "
+                         f"captured: {', '.join(available) or '(none)'}")
+
+    results: list[LayoutResult] = []
+    previous_xy: np.ndarray | None = None
+    previous_ids: np.ndarray | None = None
+    chain: list[str] = []  # the layers this one is aligned through, part of its identity
+    for layer in tqdm(chosen, desc=f"embed {run_id}", unit="layer", disable=not progress):
+        graph = build_graph(lake, run_id, layer, pooling, step)
+        layer_step = graph_step(lake, run_id, layer, pooling, step)
+        extra = {"inputs": graph.inputs_hash, "aligned_through": chain if align else None}
+        digest = params.digest(extra)
+        parts = embedding_parts(run_id, layer, pooling, layer_step, digest)
+        path = lake.path(*parts)
+        if lake.fs.get_file_info(path).type == pa.fs.FileType.File:
+            table = pq.read_table(path, filesystem=lake.fs, columns=["sample_id", "x", "y", "knn_overlap"])
+            xy = np.stack([table.column("x").to_numpy(), table.column("y").to_numpy()], axis=1)
+            displacement = None
+            if previous_xy is not None and np.array_equal(previous_ids, graph.sample_ids):
+                displacement = mean_displacement(previous_xy, xy)
+            results.append(LayoutResult(run_id, layer, pooling, layer_step, digest, len(xy), True, displacement,
+                                        float(np.mean(table.column("knn_overlap").to_numpy()))))
+        else:
+            from store.vectors import load_matrix
+
+            ids, vectors = load_matrix(lake, run_id, layer, pooling, layer_step)
+            rows = np.searchsorted(ids, graph.neighbours)  # neighbour sample ids -> row indices
+            follows = align and previous_xy is not None and np.array_equal(previous_ids, ids)
+            # Aligned layouts start from the previous layer's map, then are Procrustes-fitted onto it.
+            xy = layout(vectors, params, knn=(rows, graph.distances), init=previous_xy if follows else None)
+            displacement = None
+            if follows:
+                xy = procrustes_align(previous_xy, xy)
+                displacement = mean_displacement(previous_xy, xy)
+            overlap = neighbour_overlap(rows, xy, AUDIT_K)
+            write_embedding(lake, parts, run_id, layer, pooling, layer_step, digest, params, extra, ids, xy, overlap)
+            results.append(LayoutResult(run_id, layer, pooling, layer_step, digest, len(ids), False, displacement,
+                                        float(overlap.mean())))
+        previous_xy, previous_ids = xy, graph.sample_ids
+        chain = chain + [layer]
+    return results
+
+
+def graph_step(lake: Lake, run_id: str, layer: str, pooling: str, step: int | None) -> int:
+    from store.neighbours import resolve_step
+
+    return resolve_step(lake, run_id, layer, pooling, step)
+
+
+def write_embedding(lake: Lake, parts: tuple[str, ...], run_id: str, layer: str, pooling: str, step: int,
+                    digest: str, params: LayoutParams, extra: dict, ids: np.ndarray, xy: np.ndarray,
+                    overlap: np.ndarray) -> None:
+    n = len(ids)
+    description = json.dumps(dataclasses.asdict(params) | extra)
+    table = pa.table({
+        "run_id": [run_id] * n,
+        "layer": [layer] * n,
+        "step": np.full(n, step, dtype=np.int16),
+        "pooling": [pooling] * n,
+        "method": ["umap"] * n,
+        "params_hash": [digest] * n,
+        "params": [description] * n,
+        "sample_id": ids,
+        "x": xy[:, 0].astype(np.float32),
+        "y": xy[:, 1].astype(np.float32),
+        "knn_overlap": overlap.astype(np.float32),
+    })
+    lake.write_parquet(table, *parts)

@@ -1,0 +1,84 @@
+"""`make embed` on the embedded model's lake: layouts per layer, reuse, alignment, separation, errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from store import connect
+from store.embed import EmbedError, embed_run
+from store.layouts import mean_displacement
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory, digits_lake) -> dict:
+    lake = tmp_path_factory.mktemp("embedded") / "lake"
+    shutil.copytree(digits_lake["lake"], lake)
+    results = embed_run(str(lake), progress=False)
+    return {"lake": lake, "results": results, "run_id": digits_lake["result"].run_id}
+
+
+def layout_of(con, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = con.sql(f"SELECT x, y, class_id FROM map_points WHERE layer = '{layer}' ORDER BY sample_id").fetchall()
+    return np.array([r[:2] for r in rows]), np.array([r[2] for r in rows])
+
+
+def test_every_captured_layer_gets_a_layout(embedded):
+    assert [r.layer for r in embedded["results"]] == ["enc.8x8_block0", "enc.2x2_block0", "dec.8x8_block1"]
+    con = connect(embedded["lake"])
+    layouts = con.sql("SELECT layer, points, step, pooling FROM layouts ORDER BY layer").fetchall()
+    assert layouts == [("dec.8x8_block1", 300, 0, "mean"), ("enc.2x2_block0", 300, 0, "mean"),
+                       ("enc.8x8_block0", 300, 0, "mean")]
+    audit = con.sql("SELECT min(knn_overlap), max(knn_overlap) FROM embeddings").fetchall()[0]
+    assert 0 <= audit[0] <= audit[1] <= 1
+
+
+def test_digit_classes_form_separate_regions_in_some_layer(embedded):
+    con = connect(embedded["lake"])
+    purities = []
+    for result in embedded["results"]:
+        xy, labels = layout_of(con, result.layer)
+        d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        nearest = np.argsort(d, axis=1)[:, :10]
+        purities.append((labels[nearest] == labels[:, None]).mean())
+    assert max(purities) > 0.9
+
+
+def test_same_request_reuses_stored_layouts(embedded):
+    again = embed_run(str(embedded["lake"]), progress=False)
+    assert all(r.reused for r in again)
+    assert [r.params_hash for r in again] == [r.params_hash for r in embedded["results"]]
+
+
+def test_alignment_keeps_points_closer_than_independent_layouts(embedded):
+    con = connect(embedded["lake"])
+    independent = embed_run(str(embedded["lake"]), layers=["enc.2x2_block0", "dec.8x8_block1"], align=False,
+                            progress=False)
+    assert not any(r.reused for r in independent)
+    aligned = {r.layer: r for r in embedded["results"]}
+    by_hash = {}
+    for r in independent:
+        rows = con.sql(f"SELECT x, y FROM embeddings WHERE params_hash = '{r.params_hash}' ORDER BY sample_id").fetchall()
+        by_hash[r.layer] = np.array(rows)
+    unaligned_move = mean_displacement(by_hash["enc.2x2_block0"], by_hash["dec.8x8_block1"])
+    assert aligned["dec.8x8_block1"].displacement < unaligned_move
+
+
+def test_missing_layer_and_run_are_reported(embedded, tmp_path):
+    with pytest.raises(EmbedError, match="layer dec.8x8_up was not captured"):
+        embed_run(str(embedded["lake"]), layers=["dec.8x8_up"], progress=False)
+    with pytest.raises(EmbedError, match="no runs in lake"):
+        embed_run(str(tmp_path), progress=False)
+
+
+def test_cli_prints_the_layout_table(embedded):
+    result = subprocess.run([sys.executable, "-m", "store", "embed", "--lake", str(embedded["lake"]), "--quiet"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(reused)") == 3
