@@ -70,8 +70,12 @@ embed: setup  ## neighbour graphs + aligned UMAP layouts: make embed RUN=... LAY
 sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")
 
-bench: setup  ## benchmarks; figures go in the README
+BENCH_SIZES ?= 100000,1000000
+BENCH_DIMS  ?= 768,1280
+
+bench: setup  ## benchmarks (ingest, then embed/neighbours at BENCH_SIZES x BENCH_DIMS); figures go in the README
 	$(PY) -m ingest.bench
+	$(PY) -m store.bench --sizes $(BENCH_SIZES) --dims $(BENCH_DIMS)
 
 digits-model: setup  ## retrain the embedded digits models from a seed on CPU (~35 min): make digits-model SEED=0
 	$(PY) -m ingest.train_digits --seed $(SEED)

@@ -71,11 +71,21 @@ def umap_fit(data: np.ndarray, params: LayoutParams, knn: tuple[np.ndarray, np.n
         return reducer.fit_transform(data).astype(np.float32)
 
 
-def interpolate(fitted_data: np.ndarray, fitted_xy: np.ndarray, rest: np.ndarray, k: int) -> np.ndarray:
+EXACT_PLACEMENT_LIMIT = 2e9  # fitted x placed pairs above which placement searches with pynndescent
+
+
+def interpolate(fitted_data: np.ndarray, fitted_xy: np.ndarray, rest: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Place `rest` at the inverse-distance-weighted mean of its k nearest fitted points (cosine)."""
     from store.neighbours import exact_knn, normalise
 
-    rows, distances = exact_knn(normalise(fitted_data), k, queries=normalise(rest), exclude_self=False)
+    fitted_unit, rest_unit = normalise(fitted_data), normalise(rest)
+    if len(fitted_unit) * len(rest_unit) <= EXACT_PLACEMENT_LIMIT:
+        rows, distances = exact_knn(fitted_unit, k, queries=rest_unit, exclude_self=False)
+    else:
+        from pynndescent import NNDescent
+
+        index = NNDescent(fitted_unit, metric="cosine", n_neighbors=max(2 * k, 30), random_state=seed, verbose=False)
+        rows, distances = index.query(rest_unit, k=k)
     weights = 1.0 / np.maximum(distances, 1e-6)
     weights /= weights.sum(1, keepdims=True)
     return np.einsum("nk,nkd->nd", weights, fitted_xy[rows]).astype(np.float32)
@@ -92,7 +102,7 @@ def layout(vectors: np.ndarray, params: LayoutParams, knn: tuple[np.ndarray, np.
     rest = np.setdiff1d(np.arange(len(data)), fitted)
     xy = np.empty((len(data), 2), dtype=np.float32)
     xy[fitted] = umap_fit(data[fitted], params, init=None if init is None else init[fitted])
-    xy[rest] = interpolate(data[fitted], xy[fitted], data[rest], params.n_neighbors)
+    xy[rest] = interpolate(data[fitted], xy[fitted], data[rest], params.n_neighbors, params.seed)
     return xy
 
 

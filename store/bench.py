@@ -1,0 +1,158 @@
+"""Embed and neighbour benchmarks on synthetic clustered vectors of realistic widths, side by side:
+
+- neighbour graph build time, recall@10 against exact search (1,000 random queries);
+- query latency of "k nearest neighbours of sample S" from the stored graph through DuckDB (cold, one
+  SQL query each) and from the graph held in memory (what a server does), against the exact DuckDB scan
+  (`knn_exact`), and the ratio of the DuckDB lookup to the scan;
+- layout time (sampled fit + placement), and trustworthiness (k = 15, on 5,000 points) against a full
+  umap-learn fit where that is feasible.
+
+    python -m store.bench [--sizes 100000,1000000] [--dims 768,1280] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingest.lake import SAMPLES_SCHEMA
+
+
+def clustered(n: int, dim: int, seed: int = 0, clusters: int = 100) -> np.ndarray:
+    """Gaussian clusters with uneven sizes and per-dimension scales, like pooled activations."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (clusters, dim)).astype(np.float32)
+    weights = rng.dirichlet(np.full(clusters, 0.5))
+    labels = rng.choice(clusters, n, p=weights)
+    data = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        part = slice(start, start + 100_000)
+        data[part] = centres[labels[part]] + rng.normal(0, 0.6, (len(labels[part]), dim)).astype(np.float32)
+    data *= rng.gamma(2.0, 0.5, (1, dim)).astype(np.float32)
+    return data
+
+
+def write_lake(data: np.ndarray, root: Path) -> None:
+    """The vectors as one run's activation shards (committed chunks of 65,536)."""
+    for chunk, start in enumerate(range(0, len(data), 65536)):
+        part = data[start: start + 65536]
+        table = pa.table({"run_id": ["bench"] * len(part), "sample_id": np.arange(start, start + len(part)),
+                          "layer": ["l"] * len(part), "step": np.zeros(len(part), np.int16),
+                          "noise_level": np.zeros(len(part), np.float32), "pooling": ["mean"] * len(part),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), data.shape[1])})
+        folder = root / "activations" / "bench" / "l" / "mean"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / f"chunk-{chunk:06d}.parquet", compression="zstd")
+        samples = root / "samples" / "bench"
+        samples.mkdir(parents=True, exist_ok=True)
+        columns = {f.name: pa.nulls(len(part), f.type) for f in SAMPLES_SCHEMA}
+        columns |= {"run_id": pa.array(["bench"] * len(part)), "sample_id": pa.array(np.arange(start, start + len(part)))}
+        pq.write_table(pa.table(columns, schema=SAMPLES_SCHEMA), samples / f"chunk-{chunk:06d}.parquet")
+    runs = root / "runs" / "bench"
+    runs.mkdir(parents=True, exist_ok=True)
+
+
+def recall_at_10(data: np.ndarray, neighbours: np.ndarray, queries: np.ndarray) -> float:
+    from store.neighbours import exact_knn, normalise
+
+    unit = normalise(data)
+    truth, _ = exact_knn(unit, 11, queries=unit[queries], exclude_self=False)  # includes the query itself
+    hits = [len(set(truth[i][truth[i] != q][:10]) & set(neighbours[q, :10])) / 10 for i, q in enumerate(queries)]
+    return float(np.mean(hits))
+
+
+def bench_neighbours(n: int, dim: int, workdir: Path) -> dict:
+    from store.neighbours import build_graph
+    from store.views import connect
+
+    data = clustered(n, dim)
+    lake = workdir / f"lake-{n}-{dim}"
+    write_lake(data, lake)
+    start = time.perf_counter()
+    graph = build_graph(str(lake), "bench", "l", "mean")
+    build_s = time.perf_counter() - start
+    rng = np.random.default_rng(1)
+    queries = rng.choice(n, min(n, 1000), replace=False)
+    recall = recall_at_10(data, graph.neighbours - 0, queries)  # sample ids equal row indices here
+
+    memory = []
+    for q in queries[:200]:
+        t = time.perf_counter()
+        graph.of(int(q), 10)
+        memory.append(time.perf_counter() - t)
+    con = connect(lake)
+    lookup = []
+    for q in queries[:50]:
+        t = time.perf_counter()
+        con.sql(f"SELECT neighbour_ids[1:10], distances[1:10] FROM neighbours WHERE sample_id = {int(q)}").fetchall()
+        lookup.append(time.perf_counter() - t)
+    scans = []
+    for q in queries[:3]:
+        t = time.perf_counter()
+        con.sql(f"SELECT * FROM knn_exact('bench', {int(q)}, 'l', 'mean', 0, 10)").fetchall()
+        scans.append(time.perf_counter() - t)
+    shutil.rmtree(lake)
+    median_query, median_scan = statistics.median(lookup), statistics.median(scans)
+    median_memory = statistics.median(memory)
+    return {"n": n, "dim": dim, "build_s": round(build_s, 1), "recall_at_10": round(recall, 4),
+            "median_query_ms": round(median_query * 1e3, 2), "median_in_memory_query_ms": round(median_memory * 1e3, 4),
+            "exact_duckdb_scan_ms": round(median_scan * 1e3), "speedup": round(median_scan / median_query)}
+
+
+def bench_layout(n: int, dim: int, full_fit_limit: int) -> dict:
+    from sklearn.manifold import trustworthiness
+
+    from store.layouts import LayoutParams, layout, preprocess
+
+    data = clustered(n, dim, seed=2)
+    params = LayoutParams()
+    start = time.perf_counter()
+    xy = layout(data, params)
+    layout_s = time.perf_counter() - start
+    rng = np.random.default_rng(3)
+    probe = rng.choice(n, min(n, 5000), replace=False)
+    reduced = preprocess(data, params)
+    result = {"n": n, "dim": dim, "fit_sample": min(n, params.fit_sample), "layout_s": round(layout_s, 1),
+              "trustworthiness": round(float(trustworthiness(reduced[probe], xy[probe], n_neighbors=15)), 4)}
+    if n <= full_fit_limit and n > params.fit_sample:
+        full = layout(data, LayoutParams(fit_sample=n))
+        result["full_fit_trustworthiness"] = round(float(trustworthiness(reduced[probe], full[probe], n_neighbors=15)), 4)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m store.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--dims", default="768,1280")
+    parser.add_argument("--full-fit-limit", type=int, default=100_000, help="largest n that also gets a full UMAP fit")
+    parser.add_argument("--skip-layouts", action="store_true", help="neighbour figures only")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="dmd2-store-bench-"))
+    results: dict[str, list] = {"neighbours": [], "layouts": []}
+    try:
+        for n in map(int, args.sizes.split(",")):
+            for dim in map(int, args.dims.split(",")):
+                results["neighbours"].append(bench_neighbours(n, dim, workdir))
+                print(json.dumps(results["neighbours"][-1]), flush=True)
+                if not args.skip_layouts:
+                    results["layouts"].append(bench_layout(n, dim, args.full_fit_limit))
+                    print(json.dumps(results["layouts"][-1]), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
