@@ -79,6 +79,7 @@ def render_views(lake: Lake) -> str:
 def connect(lake: str | Path = "lake", threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views (read-only use; nothing is stored)."""
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     con.execute(render_views(Lake(lake)))
