@@ -17,10 +17,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ingest.capture import pooled_width
+from ingest.generator import DTYPES
 from ingest.layers import META, LayerInfo
 from ingest.models.presets import ModelSpec
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 THUMBNAIL_SIDE = 64  # thumbnails are at most this many pixels on their longer side
 
 

@@ -83,7 +83,7 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
     chain: list[str] = []  # the layers this one is aligned through, part of its identity
     for layer in tqdm(chosen, desc=f"embed {run_id}", unit="layer", disable=not progress):
         graph = build_graph(lake, run_id, layer, pooling, step)
-        layer_step = graph_step(lake, run_id, layer, pooling, step)
+        layer_step = graph.step
         extra = {"inputs": graph.inputs_hash, "aligned_through": chain if align else None}
         digest = params.digest(extra)
         parts = embedding_parts(run_id, layer, pooling, layer_step, digest)
@@ -115,12 +115,6 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
         previous_xy, previous_ids = xy, graph.sample_ids
         chain = chain + [layer]
     return results
-
-
-def graph_step(lake: Lake, run_id: str, layer: str, pooling: str, step: int | None) -> int:
-    from store.neighbours import resolve_step
-
-    return resolve_step(lake, run_id, layer, pooling, step)
 
 
 def write_embedding(lake: Lake, parts: tuple[str, ...], run_id: str, layer: str, pooling: str, step: int,

@@ -37,6 +37,7 @@ class NeighbourGraph:
     neighbours: np.ndarray  # (n, k) sample ids, nearest first
     distances: np.ndarray  # (n, k) cosine distances
     inputs_hash: str
+    step: int  # the sampling step whose vectors it indexes
 
     def of(self, sample_id: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         row = np.searchsorted(self.sample_ids, sample_id)
@@ -123,7 +124,7 @@ def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
     digest = inputs_hash(lake, run_id, layer, pooling, step, params)
     parts = graph_path(lake, run_id, layer, pooling, step, digest)
     if lake.fs.get_file_info(lake.path(*parts)).type == pa.fs.FileType.File:
-        return read_graph(lake, parts, digest)
+        return read_graph(lake, parts, digest, step)
     unit = normalise(vectors.astype(np.float32))
     rows, distances = exact_knn(unit, k) if len(unit) <= EXACT_LIMIT else approximate_knn(unit, k, seed)
     neighbour_ids = ids[rows]
@@ -139,16 +140,16 @@ def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
     })
     # Small row groups: a lookup by sample_id then reads one group, not the whole graph.
     lake.write_parquet(table, *parts, row_group_size=GRAPH_ROW_GROUP)
-    return NeighbourGraph(ids, neighbour_ids, distances, digest)
+    return NeighbourGraph(ids, neighbour_ids, distances, digest, step)
 
 
-def read_graph(lake: Lake, parts: tuple[str, ...], digest: str) -> NeighbourGraph:
+def read_graph(lake: Lake, parts: tuple[str, ...], digest: str, step: int) -> NeighbourGraph:
     table = pq.read_table(lake.path(*parts), filesystem=lake.fs, columns=["sample_id", "neighbour_ids", "distances"])
     k = table.schema.field("neighbour_ids").type.list_size
     n = table.num_rows
     neighbours = table.column("neighbour_ids").combine_chunks().flatten().to_numpy().reshape(n, k)
     distances = table.column("distances").combine_chunks().flatten().to_numpy().reshape(n, k)
-    return NeighbourGraph(table.column("sample_id").to_numpy(), neighbours, distances, digest)
+    return NeighbourGraph(table.column("sample_id").to_numpy(), neighbours, distances, digest, step)
 
 
 def resolve_step(lake: Lake, run_id: str, layer: str, pooling: str, step: int | None) -> int:
