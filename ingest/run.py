@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import socket
 import time
 from pathlib import Path

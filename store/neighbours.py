@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.lake import Lake, check_run_id
-from store.vectors import load_matrix, shard_paths
+from store.vectors import MissingLayerError, load_matrix, shard_paths
 
 GRAPH_K = 50
 EXACT_LIMIT = 50_000
@@ -118,13 +118,13 @@ def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
                 k: int = GRAPH_K, seed: int = 0) -> NeighbourGraph:
     """Load the persisted graph if its inputs are unchanged, else compute and persist it."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
-    ids, vectors = load_matrix(lake, run_id, layer, pooling, step)
     step = resolve_step(lake, run_id, layer, pooling, step)
     params = {"k": k, "metric": "cosine", "exact_limit": EXACT_LIMIT, "seed": seed}
     digest = inputs_hash(lake, run_id, layer, pooling, step, params)
     parts = graph_path(lake, run_id, layer, pooling, step, digest)
     if lake.fs.get_file_info(lake.path(*parts)).type == pa.fs.FileType.File:
         return read_graph(lake, parts, digest, step)
+    ids, vectors = load_matrix(lake, run_id, layer, pooling, step)  # only when the graph must be built
     unit = normalise(vectors.astype(np.float32))
     rows, distances = exact_knn(unit, k) if len(unit) <= EXACT_LIMIT else approximate_knn(unit, k, seed)
     neighbour_ids = ids[rows]
@@ -158,6 +158,9 @@ def resolve_step(lake: Lake, run_id: str, layer: str, pooling: str, step: int | 
     import pyarrow.dataset as ds
 
     paths = shard_paths(lake, run_id, layer, pooling)
+    if not paths:
+        raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
+                                "see the `captured` view for what exists")
     steps = ds.dataset(paths[:1], format="parquet", filesystem=lake.fs).to_table(columns=["step"]).column("step")
     return int(max(steps.to_pylist()))
 

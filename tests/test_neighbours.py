@@ -46,7 +46,7 @@ def test_graph_agrees_with_the_exact_sql_macro(digits_lake):
         sql = con.sql(f"SELECT sample_id, distance FROM knn_exact('{run_id}', {sample}, 'enc.2x2_block0', 'mean', 0, 10)").fetchall()
         assert ids.tolist() == [row[0] for row in sql]
         np.testing.assert_allclose(distances, [row[1] for row in sql], atol=1e-5)
-    view = con.sql(f"SELECT neighbour_ids[1] FROM neighbours WHERE layer = 'enc.2x2_block0' AND sample_id = 17").fetchall()
+    view = con.sql("SELECT neighbour_ids[1] FROM neighbours WHERE layer = 'enc.2x2_block0' AND sample_id = 17").fetchall()
     assert view == [(int(graph.of(17, 1)[0][0]),)]
 
 

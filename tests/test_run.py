@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest.lake import Lake
-from ingest.run import IngestConfig, RunConflictError, RunLock, run_ingest
+from ingest.run import IngestConfig, RunLock, run_ingest
 from store import connect
 from tests.conftest import REPO
 
