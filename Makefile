@@ -21,12 +21,15 @@ LAYERS ?= all
 POOL   ?= mean
 N      ?=
 BATCH  ?= 64
-DTYPE  ?= fp32
-DEVICE ?= cpu
+DTYPE  ?= auto
+DEVICE ?= auto
 SEED   ?= 0
 LAKE   ?= lake
 
-.PHONY: help setup test layers estimate ingest embed sql bench digits-model digits-report clean
+HOST   ?= 127.0.0.1
+PORT   ?= 5006
+
+.PHONY: help setup test layers estimate ingest embed sql download serve demo bench bench-dashboard screenshot gpu-check digits-model digits-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,12 +63,30 @@ ingest: setup  ## generate into the lake: make ingest MODEL=digits-dmd2 N=1000 L
 		$(if $(N),--n $(N)) $(if $(PER_CLASS),--per-class $(PER_CLASS)) $(if $(CLASSES),--classes $(CLASSES)) \
 		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(PER_PROMPT),--per-prompt $(PER_PROMPT)) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(RUN),--run-id $(RUN)) \
+		$(if $(BASE),--base $(BASE)) $(if $(VAE),--vae $(VAE)) \
 		$(if $(or $(N),$(PER_CLASS),$(CLASSES),$(PROMPTS)),,--n 1000)
+
+download: setup  ## fetch a preset's files into the hub cache ahead of a run: make download MODEL=sdxl-1step
+	$(PY) -m ingest download $(MODEL)
 
 # RUN (default: latest run), LAYERS (default: every captured layer), STEP (default: last), POOL.
 embed: setup  ## neighbour graphs + aligned UMAP layouts: make embed RUN=... LAYERS=... STEP=...
 	$(PY) -m store embed --lake $(LAKE) --pool $(POOL) $(if $(RUN),--run $(RUN)) \
 		$(if $(filter-out all,$(LAYERS)),--layers '$(LAYERS)') $(if $(STEP),--step $(STEP))
+
+serve: setup  ## the dashboard on a lake: make serve LAKE=lake HOST=127.0.0.1 PORT=5006
+	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT)
+
+# Student and teacher on the same plan (same classes and seeds), embedded, then served.
+DEMO_PER_CLASS ?= 200
+DEMO_LAYERS    ?= enc.8x8_block0,enc.4x4_block0,enc.2x2_block0,dec.2x2_block1,dec.4x4_block1,dec.8x8_block1
+demo: setup  ## one command from a fresh clone: ingest the embedded digits models, embed, serve, print the URL
+	$(PY) -m ingest run --model digits-dmd2 --run-id demo-digits-dmd2 --lake $(LAKE) --layers '$(DEMO_LAYERS)' \
+		--per-class $(DEMO_PER_CLASS) --seed $(SEED)
+	$(PY) -m ingest run --model digits-edm --run-id demo-digits-edm --lake $(LAKE) --layers '$(DEMO_LAYERS)' \
+		--per-class $(DEMO_PER_CLASS) --seed $(SEED)
+	$(PY) -m store embed --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
+	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT)
 
 sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")
@@ -76,6 +97,18 @@ BENCH_DIMS  ?= 768,1280
 bench: setup  ## benchmarks (ingest, then embed/neighbours at BENCH_SIZES x BENCH_DIMS); figures go in the README
 	$(PY) -m ingest.bench
 	$(PY) -m store.bench --sizes $(BENCH_SIZES) --dims $(BENCH_DIMS)
+	$(PY) -m dashboards.bench --sizes $(DASH_BENCH_SIZES)
+
+DASH_BENCH_SIZES ?= 1000000,10000000
+bench-dashboard: setup  ## the dashboard in Chromium on synthetic lakes: make bench-dashboard DASH_BENCH_SIZES=1000000
+	$(PY) -m dashboards.bench --sizes $(DASH_BENCH_SIZES)
+
+screenshot: setup  ## refresh docs/explorer.png (the README's screenshot) from the browser tests
+	$(PY) -m pytest tests/test_explorer.py -k click_shows -q
+	cp .cache/screenshots/explorer.png docs/explorer.png
+
+gpu-check: setup  ## GPU throughput of the real-size ImageNet-64 and SDXL generators, random weights (one ~10 min run)
+	$(PY) -m ingest.gpu_check --device cuda
 
 digits-model: setup  ## retrain the embedded digits models from a seed on CPU (~35 min): make digits-model SEED=0
 	$(PY) -m ingest.train_digits --seed $(SEED)

@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser("layers", help="list a model's hookable layers and output shapes (no weights)")
     layers.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: the embedded digits-dmd2)")
+    layers.add_argument("--base", help="text-to-image: base pipeline folder whose UNet config to use")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(handler=run_layers)
 
@@ -26,13 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--pool", default="mean", help="comma-separated poolings: mean, max, grid2")
     est.add_argument("--n", type=int, default=1000, help="number of samples")
     est.add_argument("--batch", type=int, default=64, help="generation batch size")
-    est.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="generator precision")
+    est.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="generator precision (auto: fp16 for SDXL/SD1.5, else fp32)")
     est.add_argument("--json", action="store_true", help="print JSON instead of text")
     est.set_defaults(handler=run_estimate)
 
     run = commands.add_parser("run", help="generate samples and pooled activations into the lake")
     run.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: digits-dmd2)")
-    run.add_argument("--checkpoint", help="weights file (default: the preset's)")
+    run.add_argument("--checkpoint", help="weights file (default: the preset's, from the hub cache)")
+    run.add_argument("--base", help="text-to-image: local base pipeline folder (default: the preset's hub base)")
+    run.add_argument("--vae", help="text-to-image: another VAE, folder or hub id (e.g. madebyollin/sdxl-vae-fp16-fix)")
     run.add_argument("--lake", default="lake", help="lake folder or pyarrow.fs URI (default: ./lake)")
     run.add_argument("--run-id", help="run id (default: model + hash of the configuration, so re-running resumes)")
     # --num-samples is the same option, for torchrun: its own parser mistakes --n for an abbreviation.
@@ -47,14 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="run seed; each sample's seed derives from it")
     run.add_argument("--batch", type=int, default=64, help="generation batch size")
     run.add_argument("--chunk-size", type=int, default=1024, help="samples per shard")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="generator precision")
+    run.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    run.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="generator precision (auto: fp16 for SDXL/SD1.5 on CUDA, else fp32)")
     run.add_argument("--vector-precision", default="half", choices=["half", "full"],
                      help="stored vector precision: half = float16 mantissa in float32 (default), full")
     run.add_argument("--workers", type=int, default=2, help="encoding threads")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=run_run)
+
+    download = commands.add_parser("download", help="fetch a preset's files into the hub cache ahead of a run")
+    download.add_argument("model", help="preset name, e.g. sdxl-1step or imagenet")
+    download.set_defaults(handler=run_download)
     return parser
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from ingest.hub import base_folder, hub_file
+    from ingest.models.presets import PRESETS, UnknownModelError
+
+    spec = PRESETS.get(args.model)
+    if spec is None or spec.hub_checkpoint is None:
+        hubbed = [name for name, s in PRESETS.items() if s.hub_checkpoint is not None]
+        raise UnknownModelError(f"no hub files for {args.model!r}; choose one of {', '.join(hubbed)}")
+    print(f"{spec.name}: {spec.hub_checkpoint}", flush=True)
+    print(f"  -> {hub_file(spec.hub_checkpoint)}")
+    if spec.text_to_image is not None:
+        print(f"base pipeline {spec.text_to_image.base_repo} (text encoders, tokenizers, VAE, scheduler)", flush=True)
+        print(f"  -> {base_folder(spec.text_to_image, with_unet=spec.lora)}")
+    return 0
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -67,7 +92,7 @@ def run_run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--classes {args.classes!r} must be comma-separated integers, e.g. 1,7") from None
     config = IngestConfig(
-        model=args.model, checkpoint=args.checkpoint, lake=args.lake, run_id=args.run_id, n=args.n,
+        model=args.model, checkpoint=args.checkpoint, base=args.base, vae=args.vae, lake=args.lake, run_id=args.run_id, n=args.n,
         per_class=args.per_class, classes=classes, prompts=args.prompts, per_prompt=args.per_prompt,
         layers=args.layers, poolings=tuple(p.strip() for p in args.pool.split(",") if p.strip()), seed=args.seed,
         batch=args.batch, chunk_size=args.chunk_size, device=args.device, dtype=args.dtype,
@@ -84,7 +109,7 @@ def run_layers(args: argparse.Namespace) -> int:
     from ingest.layers import discover_layers
     from ingest.models.presets import get_spec
 
-    infos = discover_layers(get_spec(args.model))
+    infos = discover_layers(get_spec(args.model, args.base))
     if args.json:
         print(json.dumps([{"name": i.name, "shape": list(i.shape)} for i in infos], indent=1))
         return 0
@@ -108,6 +133,8 @@ def run_estimate(args: argparse.Namespace) -> int:
     if bad or not poolings:
         raise ValueError(f"unknown pooling {','.join(bad) or '(none)'}; choose from {', '.join(POOLINGS)}")
     layers = select_layers(discover_layers(spec), args.layers)
+    if args.dtype == "auto":
+        args.dtype = "fp16" if spec.text_to_image is not None else "fp32"
     est = estimate(spec, layers, poolings, n=args.n, batch=args.batch, dtype=args.dtype)
     if args.json:
         fields = dict(vars(est), sample_bytes=est.sample_bytes, total_bytes=est.total_bytes,

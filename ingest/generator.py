@@ -52,3 +52,17 @@ class EDMGenerator:
         with torch.inference_mode():
             images = sample(self.denoiser, noise, labels, self.spec.sampler, capture)
         return to_uint8(images)
+
+
+def make_generator(spec: ModelSpec, checkpoint, device: torch.device, dtype: torch.dtype, vae: str | None = None):
+    """The generator for a preset: EDM sampling, or a diffusers text-to-image pipeline. Weights are
+    loaded strictly here, so a wrong file fails before any sample is generated."""
+    if spec.text_to_image is not None:
+        from ingest.models.text_to_image import TextToImageGenerator
+
+        return TextToImageGenerator.load(spec, spec.base_dir, checkpoint, device, dtype, vae=vae)
+    if vae is not None:
+        raise ValueError(f"--vae is for text-to-image models; {spec.name} has no VAE")
+    from ingest.models.presets import load_denoiser
+
+    return EDMGenerator(spec, load_denoiser(spec, checkpoint, device=device, dtype=dtype), device)

@@ -39,6 +39,8 @@ class RunConflictError(ValueError):
 class IngestConfig:
     model: str = "digits-dmd2"
     checkpoint: str | None = None
+    base: str | None = None  # text-to-image: local base pipeline folder (default: the hub's, via its cache)
+    vae: str | None = None  # text-to-image: another VAE (folder or hub id), e.g. an fp16-safe or tiny one
     lake: str = "lake"
     run_id: str | None = None
     n: int | None = None
@@ -51,8 +53,8 @@ class IngestConfig:
     seed: int = 0
     batch: int = 64
     chunk_size: int = 1024
-    device: str = "cpu"
-    dtype: str = "fp32"
+    device: str = "auto"  # auto: cuda when torch sees one, else cpu
+    dtype: str = "auto"  # auto: fp16 for the text-to-image UNets on CUDA, else fp32
     vector_precision: str = "half"
     workers: int = 2
     progress: bool = True
@@ -77,6 +79,8 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def build_plan(config: IngestConfig, spec) -> SamplePlan:
+    if spec.text_to_image is not None and config.prompts is None:
+        raise PlanError(f"model {spec.name} is text-to-image; pass --prompts FILE (one prompt per line)")
     if config.prompts is not None:
         if spec.class_names:
             raise PlanError(f"model {spec.name} is class-conditional; use --n/--per-class/--classes, not --prompts")
@@ -97,7 +101,8 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def run_identity(config: IngestConfig, spec, layers: list[str], plan: SamplePlan, checkpoint_sha: str) -> dict:
+def run_identity(config: IngestConfig, spec, layers: list[str], plan: SamplePlan, checkpoint_sha: str,
+                 base: str | None = None) -> dict:
     """Everything that determines the stored data (not batch size, device or worker count)."""
     prompts_digest = None
     if plan.prompts:
@@ -106,6 +111,8 @@ def run_identity(config: IngestConfig, spec, layers: list[str], plan: SamplePlan
         "model": spec.name,
         "checkpoint_sha256": checkpoint_sha,
         "sampler": spec.sampler.to_dict(),
+        "base": base,
+        "vae": config.vae,
         "layers": layers,
         "poolings": list(config.poolings),
         "plan": plan.description,
@@ -116,6 +123,35 @@ def run_identity(config: IngestConfig, spec, layers: list[str], plan: SamplePlan
         "chunk_size": config.chunk_size,
         "schema_version": SCHEMA_VERSION,
     }
+
+
+def resolve_device_and_dtype(config: IngestConfig, spec) -> IngestConfig:
+    """`auto` device: cuda when available, else cpu. `auto` dtype: fp16 for text-to-image UNets on CUDA
+    (DMD2's SDXL weights are fp16), fp32 otherwise. The resolved values are what a run records."""
+    import torch
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = "fp16" if spec.text_to_image is not None and device.startswith("cuda") else "fp32"
+    return dataclasses.replace(config, device=device, dtype=dtype)
+
+
+def resolve_checkpoint(spec, checkpoint: str | None) -> Path:
+    """The weights file: the one given, the one shipped, or the preset's hub file (through the cache)."""
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ValueError(f"{checkpoint}: no such checkpoint file")
+        return Path(checkpoint)
+    if spec.checkpoint is not None:
+        return Path(spec.checkpoint)
+    if spec.hub_checkpoint is not None:
+        from ingest.hub import hub_file
+
+        return hub_file(spec.hub_checkpoint)
+    raise ValueError(f"model {spec.name} needs weights; pass --checkpoint PATH")
 
 
 def config_hash(identity: dict) -> str:
@@ -158,31 +194,35 @@ def run_ingest(config: IngestConfig) -> RunResult:
     import torch
 
     from ingest.checkpoints import file_sha256
-    from ingest.generator import DTYPES, EDMGenerator
+    from ingest.generator import DTYPES, make_generator
     from ingest.layers import discover_layers, select_layers
-    from ingest.models.presets import get_spec, load_denoiser
+    from ingest.models.presets import get_spec
 
     started = time.perf_counter()
-    spec = get_spec(config.model)
+    spec = get_spec(config.model, config.base)
     layer_infos = select_layers(discover_layers(spec), config.layers)
     layers = [info.name for info in layer_infos]
     plan = build_plan(config, spec)
     if config.vector_precision not in VECTOR_PRECISIONS:
         raise ValueError(f"unknown --vector-precision {config.vector_precision}; use {' or '.join(VECTOR_PRECISIONS)}")
+    config = resolve_device_and_dtype(config, spec)
     if config.dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {config.dtype}; use {', '.join(DTYPES)}")
+        raise ValueError(f"unknown --dtype {config.dtype}; use auto, {', '.join(DTYPES)}")
     if config.batch < 1 or config.chunk_size < 1:
         raise ValueError("--batch and --chunk-size must be positive")
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
 
-    checkpoint = config.checkpoint or spec.checkpoint
-    if checkpoint is None:
-        raise ValueError(f"model {spec.name} needs weights; pass --checkpoint PATH")
-    if not Path(checkpoint).is_file():
-        raise ValueError(f"{checkpoint}: no such checkpoint file")
-    identity = run_identity(config, spec, layers, plan, file_sha256(checkpoint))
+    checkpoint = resolve_checkpoint(spec, config.checkpoint)
+    base = None
+    if spec.text_to_image is not None:
+        if config.base is None:  # the preset's hub base pipeline, through the cache (fetched if missing)
+            from ingest.hub import base_folder
+
+            spec = get_spec(config.model, base_folder(spec.text_to_image, with_unet=spec.lora))
+        base = config.base or spec.text_to_image.base_repo
+    identity = run_identity(config, spec, layers, plan, file_sha256(checkpoint), base)
     digest = config_hash(identity)
     run_id = check_run_id(config.run_id or f"{spec.name.replace('/', '_')[-40:]}-{digest[:10]}")
     rank, world = distributed_rank()
@@ -225,8 +265,7 @@ def run_ingest(config: IngestConfig) -> RunResult:
         generated = 0
         writer = None
         try:
-            denoiser = load_denoiser(spec, checkpoint, device=device, dtype=DTYPES[config.dtype])
-            generator = EDMGenerator(spec, denoiser, device)
+            generator = make_generator(spec, checkpoint, device, DTYPES[config.dtype], vae=config.vae)
             info = RunInfo(run_id, spec.class_names, tuple(generator.step_levels),
                            vector_bits=VECTOR_PRECISIONS[config.vector_precision])
             writer = ShardWriter(lake, info, workers=config.workers)

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="neighbour graphs and aligned UMAP layouts for a run's layers")
     embed.add_argument("--lake", default="lake", help="lake folder (default: ./lake)")
-    embed.add_argument("--run", help="run id (default: the latest run)")
+    embed.add_argument("--run", help="run id, comma-separated run ids, or `all` (default: the latest run)")
     embed.add_argument("--layers", help="comma-separated layers (default: every captured layer)")
     embed.add_argument("--step", type=int, help="sampling step (default: the last)")
     embed.add_argument("--pool", default="mean", help="pooling (default: mean)")
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from ingest.lake import Lake
     from store.embed import embed_run
     from store.layouts import LayoutParams
 
@@ -61,12 +62,18 @@ def run_embed(args: argparse.Namespace) -> int:
     params = LayoutParams(n_neighbors=args.n_neighbors, min_dist=args.min_dist, pca=args.pca or None,
                           standardize=args.standardize, seed=args.seed, fit_sample=args.fit_sample)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
-    results = embed_run(args.lake, args.run, layers, args.step, args.pool, params, align=not args.no_align,
-                        progress=not args.quiet)
-    print(f"{'layer':<20} {'step':>4} {'points':>8} {'audit':>6} {'moved':>6}  layout")
+    if args.run == "all":
+        runs = Lake(args.lake).list_folders("runs")
+    else:
+        runs = [r.strip() for r in args.run.split(",") if r.strip()] if args.run else [None]
+    results = []
+    for run_id in runs:
+        results += embed_run(args.lake, run_id, layers, args.step, args.pool, params, align=not args.no_align,
+                             progress=not args.quiet)
+    print(f"{'run':<24} {'layer':<20} {'step':>4} {'points':>8} {'audit':>6} {'moved':>6}  layout")
     for r in results:
         moved = f"{r.displacement:.2f}" if r.displacement is not None else "-"
-        print(f"{r.layer:<20} {r.step:>4} {r.samples:>8} {r.mean_overlap:>6.2f} {moved:>6}  "
+        print(f"{r.run_id:<24} {r.layer:<20} {r.step:>4} {r.samples:>8} {r.mean_overlap:>6.2f} {moved:>6}  "
               f"{r.params_hash}{' (reused)' if r.reused else ''}")
     print("audit: mean share of each point's 15 raw-space neighbours kept on the map; "
           "moved: mean displacement from the previous layer, in map radii")

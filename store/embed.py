@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ingest.lake import Lake, check_run_id
-from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align
+from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align, umap_backend
 from store.neighbours import build_graph
 
 AUDIT_K = 15
@@ -84,7 +84,7 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
     for layer in tqdm(chosen, desc=f"embed {run_id}", unit="layer", disable=not progress):
         graph = build_graph(lake, run_id, layer, pooling, step)
         layer_step = graph.step
-        extra = {"inputs": graph.inputs_hash, "aligned_through": chain if align else None}
+        extra = {"inputs": graph.inputs_hash, "aligned_through": chain if align else None, "umap": umap_backend()}
         digest = params.digest(extra)
         parts = embedding_parts(run_id, layer, pooling, layer_step, digest)
         path = lake.path(*parts)
@@ -136,3 +136,38 @@ def write_embedding(lake: Lake, parts: tuple[str, ...], run_id: str, layer: str,
         "knn_overlap": overlap.astype(np.float32),
     })
     lake.write_parquet(table, *parts)
+
+
+def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutParams = LayoutParams()):
+    """A new layout of some samples of a stored layout's layer (the dashboard's "recompute layout"):
+    UMAP on just their vectors, saved beside the full one under its own params hash; returns its key.
+
+    `base` is a `store.maps.LayoutKey`. The neighbour audit uses exact neighbours within the subset.
+    """
+    import hashlib
+
+    from store.maps import LayoutKey, layout_params
+    from store.neighbours import EXACT_LIMIT, approximate_knn, exact_knn, normalise
+    from store.vectors import load_matrix
+
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    wanted = np.unique(np.asarray(sample_ids, dtype=np.int64))
+    ids, vectors = load_matrix(lake, base.run_id, base.layer, base.pooling, base.step)
+    rows = np.searchsorted(ids, wanted)
+    if len(wanted) < 3 or np.any(rows >= len(ids)) or np.any(ids[np.minimum(rows, len(ids) - 1)] != wanted):
+        raise EmbedError(f"the subset must be at least 3 samples of layer {base.layer} of run {base.run_id}")
+    subset = hashlib.sha256(wanted.tobytes()).hexdigest()[:16]
+    extra = {"inputs": layout_params(lake, base).get("inputs"), "subset": subset, "subset_of": base.params_hash,
+             "aligned_through": None, "umap": umap_backend()}
+    digest = params.digest(extra)
+    key = LayoutKey(base.run_id, base.layer, base.pooling, base.step, digest)
+    if lake.fs.get_file_info(lake.path(*key.parts())).type == pa.fs.FileType.File:
+        return key
+    unit = normalise(vectors[rows].astype(np.float32))
+    k = min(AUDIT_K, len(unit) - 1)
+    knn_rows, knn_distances = exact_knn(unit, k) if len(unit) <= EXACT_LIMIT else approximate_knn(unit, k, params.seed)
+    xy = layout(vectors[rows], params, knn=(knn_rows, knn_distances) if params.n_neighbors - 1 <= k else None)
+    overlap = neighbour_overlap(knn_rows, xy, AUDIT_K)
+    write_embedding(lake, key.parts(), base.run_id, base.layer, base.pooling, base.step, digest, params, extra,
+                    wanted, xy, overlap)
+    return key

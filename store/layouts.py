@@ -33,7 +33,7 @@ class LayoutParams:
 
 def preprocess(vectors: np.ndarray, params: LayoutParams) -> np.ndarray:
     """Standardise (optional) and PCA-reduce layers wider than `params.pca` (seeded, fit on a sample)."""
-    data = vectors.astype(np.float32)
+    data = np.asarray(vectors, dtype=np.float32)  # no copy of an already float32 matrix
     if params.standardize:
         data = (data - data.mean(0)) / np.maximum(data.std(0), 1e-6)
     if params.pca and data.shape[1] > params.pca and len(data) > params.pca:
@@ -46,13 +46,37 @@ def preprocess(vectors: np.ndarray, params: LayoutParams) -> np.ndarray:
     return data
 
 
+def umap_backend() -> str:
+    """`cuml` (RAPIDS GPU UMAP) when it is installed and a CUDA device is visible, else `umap-learn`;
+    DMD2_LENS_UMAP=umap-learn forces the CPU implementation. Part of a layout's identity."""
+    import importlib.util
+    import os
+
+    if os.environ.get("DMD2_LENS_UMAP", "") == "umap-learn" or importlib.util.find_spec("cuml") is None:
+        return "umap-learn"
+    import torch
+
+    return "cuml" if torch.cuda.is_available() else "umap-learn"
+
+
+def cuml_fit(data: np.ndarray, params: LayoutParams, n_neighbors: int, init: np.ndarray | None) -> np.ndarray:
+    """The same layout with RAPIDS cuML on the GPU (its own k-NN search; no precomputed graph)."""
+    from cuml.manifold import UMAP
+
+    reducer = UMAP(n_neighbors=n_neighbors, min_dist=params.min_dist, metric=params.metric,
+                   random_state=params.seed, n_components=2, init="spectral" if init is None else "random")
+    return np.asarray(reducer.fit_transform(data), dtype=np.float32)
+
+
 def umap_fit(data: np.ndarray, params: LayoutParams, knn: tuple[np.ndarray, np.ndarray] | None = None,
              init: np.ndarray | None = None) -> np.ndarray:
     """Seeded UMAP of `data`; `knn` (row indices, distances; self excluded) skips UMAP's own search;
     `init` starts from given coordinates (e.g. the previous layer's layout) instead of a spectral one."""
+    n_neighbors = min(params.n_neighbors, len(data) - 1)
+    if umap_backend() == "cuml":
+        return cuml_fit(data, params, n_neighbors, init)
     import umap
 
-    n_neighbors = min(params.n_neighbors, len(data) - 1)
     kwargs = {}
     if knn is not None and knn[0].shape[1] >= n_neighbors - 1:
         rows = np.arange(len(data))[:, None]

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+# Tests never touch the network, and never see a user's hub cache: an empty one, offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="dmd2-lens-test-hub-")
 
 
 def _flag(name: str) -> bool:
@@ -77,3 +81,88 @@ def digits_lake(tmp_path_factory) -> dict:
                           batch=50, chunk_size=128, progress=False)
     result = run_ingest(config)
     return {"lake": lake, "config": config, "result": result}
+
+
+@pytest.fixture(scope="session")
+def embedded_lake(tmp_path_factory, digits_lake) -> dict:
+    """A copy of `digits_lake` with `make embed` done (graphs and aligned layouts; do not modify)."""
+    import shutil
+
+    from store.embed import embed_run
+
+    lake = tmp_path_factory.mktemp("embedded") / "lake"
+    shutil.copytree(digits_lake["lake"], lake)
+    results = embed_run(str(lake), progress=False)
+    return {"lake": lake, "results": results, "run_id": digits_lake["result"].run_id}
+
+
+# --- the browser: Debian's Chromium driven by Playwright ------------------------------------------
+
+CHROMIUM = os.environ.get("DMD2_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-extensions", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium; skips when absent, fails instead under DMD2_REQUIRE_BROWSER=1 (CI)."""
+    if not Path(CHROMIUM).exists():
+        reason = f"Chromium not found at {CHROMIUM} (apt install chromium, or set DMD2_CHROMIUM)"
+        if _flag("DMD2_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A real `python -m dashboards serve` process on an ephemeral port."""
+
+    def __init__(self, lake: Path, timeout: float = 120) -> None:
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(lake.parent / f"serve-{self.port}.log", "w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "dashboards", "serve", "--lake", str(lake),
+                                         "--port", str(self.port)], cwd=REPO, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.output()}")
+            try:
+                urllib.request.urlopen(self.url + "/liveness-probe-not-found", timeout=2)
+            except urllib.error.HTTPError:
+                return  # the server answers (404 is an answer)
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"server did not start in {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except Exception:
+            self.process.kill()
+        self.log.close()

@@ -16,11 +16,8 @@ from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory, digits_lake) -> dict:
-    lake = tmp_path_factory.mktemp("embedded") / "lake"
-    shutil.copytree(digits_lake["lake"], lake)
-    results = embed_run(str(lake), progress=False)
-    return {"lake": lake, "results": results, "run_id": digits_lake["result"].run_id}
+def embedded(embedded_lake) -> dict:
+    return embedded_lake
 
 
 def layout_of(con, layer: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
+import pytest
 
 from store.layouts import (LayoutParams, interpolate, layout, mean_displacement, neighbour_overlap, preprocess,
                            procrustes_align)
@@ -62,3 +65,12 @@ def test_sampled_fit_places_every_point_and_is_seeded():
     d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     assert (labels[d.argmin(1)] == labels).mean() > 0.95
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cuml") is not None, reason="RAPIDS cuML is installed here")
+def test_umap_backend_is_umap_learn_without_cuml(monkeypatch):
+    from store.layouts import umap_backend
+
+    assert umap_backend() == "umap-learn"
+    monkeypatch.setenv("DMD2_LENS_UMAP", "umap-learn")
+    assert umap_backend() == "umap-learn"

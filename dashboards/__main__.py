@@ -1,0 +1,5 @@
+import sys
+
+from dashboards.serve import main
+
+sys.exit(main())

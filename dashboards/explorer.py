@@ -1,0 +1,563 @@
+"""The explorer: one layout of one layer as a datashader-rasterized map, with filters, hover
+thumbnails, click-to-inspect raw-space neighbours, box/lasso galleries and background re-layout.
+
+Served by `make serve` (`python -m dashboards serve`, which runs `panel serve` on this file). Reads the
+lake only through `store` (the lake folder comes from $DMD2_LENS_LAKE). URL parameters pre-select a view:
+`?run=...&layer=...&step=...&sample=...&classes=3,5`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+
+import colorcet
+import datashader as ds
+import datashader.transfer_functions as tf
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from store import connect, maps
+
+LAKE_ENV = "DMD2_LENS_LAKE"
+MAP_WIDTH, MAP_HEIGHT = 760, 620
+MAX_BLENDED_CATEGORIES = 40  # above this, a pixel shows one category (count_cat would need an array per category)
+GALLERY_PAGE = 48
+ZOOM_DEBOUNCE_MS = 20
+LOD_TIMEOUT_MS = 60
+PALETTE = list(colorcet.b_glasbey_category10)
+PALETTE_RGBA = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] + [255] for c in PALETTE], dtype=np.uint8)
+COLOUR_CHOICES = {"class / prompt": "label", "tag": "tags", "density": "density",
+                  "neighbour audit (k-NN overlap)": "knn_overlap"}
+MARKER_COLOURS = {"selected": "#e4002b", "neighbour": "#ffb000", "collected": "#00a2ff"}
+
+CSS = """
+.lens-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
+.lens-thumb { width: 76px; font-size: 11px; text-align: center; overflow: hidden; }
+.lens-thumb img, .lens-hover-card img, .lens-selected-sample img { image-rendering: pixelated; background: #000; }
+.lens-thumb img { width: 64px; height: 64px; display: block; margin: auto; }
+.lens-selected-sample img { width: 192px; height: 192px; }
+.lens-hover-card img { width: 96px; height: 96px; }
+.lens-meta td { padding: 0 6px; font-size: 12px; }
+.lens-legend span.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+.lens-legend div { font-size: 12px; white-space: nowrap; }
+"""
+
+
+def html_pane(text: str = "", **options) -> pn.pane.HTML:
+    """An HTML pane with the explorer's styles (panes render in their own shadow DOM)."""
+    return pn.pane.HTML(text, stylesheets=[CSS], **options)
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def image_url(run_id: str, chunk: int, sample_id: int, thumb: bool = True) -> str:
+    return f"/image/{run_id}/{int(chunk)}/{int(sample_id)}" + ("/thumb" if thumb else "")
+
+
+def category_colour(code: int) -> str:
+    return PALETTE[code % len(PALETTE)]
+
+
+def shade(frame: pd.DataFrame, colour: str, x_range: tuple, y_range: tuple, categories: list[str],
+          span: tuple[float, float], width: int = MAP_WIDTH, height: int = MAP_HEIGHT) -> np.ndarray:
+    """An RGBA image (rows top to bottom, width x height pixels) of the points in view, coloured by `colour`."""
+    canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
+    if colour in ("label", "tags") and 0 < len(categories) <= MAX_BLENDED_CATEGORIES:
+        agg = canvas.points(frame, "x", "y", ds.count_cat(colour))
+        image = tf.shade(agg, color_key=[category_colour(i) for i in range(len(categories))], min_alpha=200)
+    elif colour in ("label", "tags"):  # one category per pixel, coloured from a fixed lookup table
+        values = canvas.points(frame, "x", "y", ds.max(f"{colour}_code"))
+        codes = values.to_numpy()
+        rgba = np.zeros(codes.shape + (4,), dtype=np.uint8)
+        filled = np.isfinite(codes) & (codes >= 0)
+        rgba[filled] = PALETTE_RGBA[codes[filled].astype(np.int64) % len(PALETTE_RGBA)]
+        image = tf.Image(rgba.view(np.uint32)[..., 0], coords=values.coords, dims=values.dims)
+    elif colour == "density":
+        image = tf.shade(canvas.points(frame, "x", "y", ds.count()), cmap=colorcet.fire[40:], how="eq_hist")
+    else:
+        image = tf.shade(canvas.points(frame, "x", "y", ds.mean(colour)), cmap=colorcet.bmy, how="linear", span=span)
+    # Few points: a fixed spread keeps single points visible; many: spread only where the view is sparse.
+    fixed = 2 if len(frame) < 20_000 else 1 if len(frame) < 200_000 else 0
+    image = tf.dynspread(tf.spread(image, px=fixed) if fixed else image, threshold=0.6, max_px=3)
+    rgba = image.to_numpy().view(np.uint8).reshape(height, width, 4)
+    return rgba[::-1]
+
+
+def quick_range_updates(plot, element) -> None:
+    """Bokeh reports a wheel zoom's new range only once the interaction has been idle for `lod_timeout`
+    (500 ms by default); the raster is ready in ~40 ms, so ask for the range sooner."""
+    plot.state.lod_timeout = LOD_TIMEOUT_MS
+    plot.state.lod_interval = LOD_TIMEOUT_MS
+
+
+class Explorer:
+    """One browser session's state and widgets."""
+
+    def __init__(self, lake: str, args: dict[str, str] | None = None) -> None:
+        self.lake = lake
+        self.con = connect(lake)
+        self.layouts = maps.list_layouts(lake)
+        if not self.layouts:
+            raise RuntimeError(f"no layouts in lake {lake}; run `make ingest && make embed` first")
+        self.args = args or {}
+        self.notices = html_pane("", css_classes=["lens-notices"])
+        self.points: maps.MapPoints | None = None
+        self.keep: np.ndarray | None = None
+        self.view_frame: pd.DataFrame | None = None
+        self.selected_id: int | None = None
+        self.neighbour_ids: list[int] = []
+        self.region_rows = np.empty(0, dtype=np.int64)
+        self.doc = pn.state.curdoc
+
+        runs = sorted({k.run_id for k in self.layouts})
+        models = maps.run_models(self.con)
+        self.run = pn.widgets.Select(label="Run (model)", options={f"{r} ({models.get(r, '?')})": r for r in runs},
+                                     value=self._arg("run", runs, runs[0]))
+        self.layer = pn.widgets.Select(label="Layer")
+        self.step = pn.widgets.Select(label="Step")
+        self.version = pn.widgets.Select(label="Layout")
+        self.classes = pn.widgets.MultiChoice(label="Classes (type to search ids and names)", options={},
+                                              placeholder="all classes")
+        self.prompt = pn.widgets.TextInput(label="Prompt contains", placeholder="any prompt")
+        self.tag = pn.widgets.TextInput(label="Tag contains", placeholder="any tag")
+        self.colour = pn.widgets.Select(label="Colour by", options=COLOUR_CHOICES, value="label")
+        self.count = html_pane("", css_classes=["lens-count"])
+        self.model_info = html_pane("")
+        self.legend = html_pane("", css_classes=["lens-legend"], max_height=300, styles={"overflow-y": "auto"})
+        self.hover = html_pane("<i>hover over the map</i>", css_classes=["lens-hover"], height=150)
+        self.k = pn.widgets.IntSlider(label="k neighbours", start=1, end=50, value=10)
+        self.space = pn.widgets.RadioButtonGroup(options=["raw activations", "2-D map"], value="raw activations")
+        self.selected = html_pane("<i>click a point on the map</i>", css_classes=["lens-selected"])
+        self.neighbour_view = html_pane("", css_classes=["lens-neighbours"])
+        self.collect_selected = pn.widgets.Button(label="Collect point", disabled=True)
+        self.collect_neighbours = pn.widgets.Button(label="Collect neighbours", disabled=True)
+        self.collected = pn.widgets.MultiChoice(label="Collected samples (click × to remove)", options=[], value=[])
+        self.collected_csv = pn.widgets.FileDownload(callback=self._collected_export, filename="collected.csv",
+                                                     label="Export collected (CSV)", color="light")
+        self.gallery_info = html_pane("<i>box- or lasso-select on the map to open a gallery</i>")
+        self.gallery = html_pane("", css_classes=["lens-gallery"])
+        self.page = pn.widgets.IntInput(label="Page", value=1, start=1, width=90)
+        self.export_csv = pn.widgets.FileDownload(callback=lambda: self._region_export("csv"), filename="selection.csv",
+                                                  label="Export selection (CSV)", color="light")
+        self.export_parquet = pn.widgets.FileDownload(callback=lambda: self._region_export("parquet"),
+                                                      filename="selection.parquet",
+                                                      label="Export selection (Parquet)", color="light")
+        self.umap_neighbours = pn.widgets.IntInput(label="n_neighbors", value=15, start=2, end=200, width=110)
+        self.umap_min_dist = pn.widgets.FloatInput(label="min_dist", value=0.1, start=0.0, end=1.0, step=0.05, width=110)
+        self.umap_seed = pn.widgets.IntInput(label="seed", value=0, start=0, width=90)
+        self.recompute = pn.widgets.Button(label="Recompute layout on filtered points", color="primary")
+        self.progress = pn.indicators.Progress(active=False, visible=False, width=300, bar_color="primary")
+        self.recompute_status = html_pane("")
+
+        self.markers = hv.streams.Pipe(data=pd.DataFrame({"x": [], "y": [], "role": []}))
+        self.plot = pn.pane.HoloViews(None, sizing_mode="fixed", width=MAP_WIDTH, height=MAP_HEIGHT)
+
+        self._refresh_layer_options()
+        self.run.param.watch(lambda e: self._refresh_layer_options(), "value")
+        self.layer.param.watch(lambda e: self._refresh_step_options(), "value")
+        self.step.param.watch(lambda e: self._refresh_versions(), "value")
+        self.version.param.watch(lambda e: self._load_layout(), "value")
+        for widget in (self.classes, self.prompt, self.tag):
+            widget.param.watch(lambda e: self._apply_filters(), "value")
+        self.colour.param.watch(lambda e: self._redraw(), "value")
+        for widget in (self.k, self.space):
+            widget.param.watch(lambda e: self._show_selected(), "value")
+        self.page.param.watch(lambda e: self._show_gallery(), "value")
+        self.collect_selected.on_click(lambda e: self._collect([self.selected_id]))
+        self.collect_neighbours.on_click(lambda e: self._collect(self.neighbour_ids))
+        self.collected.param.watch(lambda e: self._update_markers(), "value")
+        self.recompute.on_click(lambda e: self._start_recompute())
+        self._load_layout()
+        self._apply_url_selection()
+
+    # --- URL parameters ---------------------------------------------------------------------------
+
+    def _arg(self, name: str, valid: list, default):
+        value = self.args.get(name)
+        if value is None:
+            return default
+        if value not in valid:
+            self._notice(f"ignored URL parameter {name}={value!r}: not one of the available values")
+            return default
+        return value
+
+    def _notice(self, text: str) -> None:
+        self.notices.object += f"<div class='lens-notice'>{esc(text)}</div>"
+
+    def _apply_url_selection(self) -> None:
+        if "classes" in self.args:
+            try:
+                wanted = [int(c) for c in self.args["classes"].split(",") if c.strip()]
+            except ValueError:
+                wanted = None
+            valid = set(self.classes.options.values()) if isinstance(self.classes.options, dict) else set()
+            if wanted is None or not set(wanted) <= valid:
+                self._notice(f"ignored URL parameter classes={self.args['classes']!r}: expected class ids such as 3,5")
+            else:
+                self.classes.value = wanted
+        if "sample" in self.args:
+            try:
+                sample = int(self.args["sample"])
+            except ValueError:
+                sample = None
+            if sample is None or self.points.rows_of([sample])[0] < 0:
+                self._notice(f"ignored URL parameter sample={self.args['sample']!r}: no such sample in this layout")
+            else:
+                self.select_sample(sample)
+
+    # --- layout choice ----------------------------------------------------------------------------
+
+    def _keys(self, **fixed) -> list[maps.LayoutKey]:
+        return [k for k in self.layouts if all(getattr(k, f) == v for f, v in fixed.items())]
+
+    def _refresh_layer_options(self) -> None:
+        recorded = maps.run_layers(self.con, self.run.value)
+        layers = sorted({k.layer for k in self._keys(run_id=self.run.value)},
+                        key=lambda layer: (recorded.index(layer) if layer in recorded else len(recorded), layer))
+        current = self.layer.value if self.layer.value in layers else self._arg("layer", layers, layers[0])
+        self.layer.param.update(options=layers, value=current)
+        self._refresh_step_options()
+
+    def _refresh_step_options(self) -> None:
+        steps = sorted({k.step for k in self._keys(run_id=self.run.value, layer=self.layer.value)})
+        labels = {str(s): s for s in steps}
+        default = labels.get(self.args.get("step", ""), steps[-1])
+        value = self.step.value if self.step.value in steps else default
+        self.step.param.update(options=labels, value=value)
+        self._refresh_versions()
+
+    def _refresh_versions(self) -> None:
+        keys = self._keys(run_id=self.run.value, layer=self.layer.value, step=self.step.value)
+        options = {f"{k.pooling} · {k.params_hash[:8]}": k for k in keys}
+        value = self.version.value if self.version.value in keys else keys[0]
+        self.version.param.update(options=options, value=value)
+
+    @property
+    def key(self) -> maps.LayoutKey:
+        return self.version.value
+
+    def _load_layout(self) -> None:
+        key = self.key
+        if key is None or (self.points is not None and self.points.key == key):
+            return
+        self.points = maps.points_for(self.lake, key)
+        self.model_info.object = (f"<div class='lens-model'>model <b>{esc(self.points.model)}</b> · "
+                                  f"{len(self.points):,} points</div>")
+        if self.points.has_classes:
+            options = {f"{i}: {name}": i for i, name in self.points.class_names.items()}
+        else:
+            options = {}
+        self.classes.param.update(options=options, value=[v for v in self.classes.value if v in options.values()])
+        self._apply_filters(reset_range=True)
+        if self.selected_id is not None:  # keep the selection across layers and steps
+            if self.points.rows_of([self.selected_id])[0] >= 0:
+                self._show_selected()
+            else:
+                self._clear_selection()
+        self.region_rows = np.empty(0, dtype=np.int64)
+        self._show_gallery()
+
+    # --- filters and drawing ----------------------------------------------------------------------
+
+    def _apply_filters(self, reset_range: bool = False) -> None:
+        self.keep = self.points.mask(self.classes.value, self.prompt.value, self.tag.value)
+        self.view_frame = self.points.frame if self.keep.all() else self.points.frame[self.keep]
+        shown, total = int(self.keep.sum()), len(self.points)
+        self.count.object = f"<b class='lens-shown'>{shown:,}</b> of {total:,} points shown"
+        if reset_range:
+            self._update_legend()
+            self.plot.object = self._build_plot()  # a new layout: a new figure fitted to its extent
+        else:
+            self._redraw()
+
+    def _categories(self) -> list[str]:
+        column = self.colour.value
+        return list(self.points.frame[column].cat.categories) if column in ("label", "tags") else []
+
+    def _update_legend(self) -> None:
+        column = self.colour.value
+        if column not in ("label", "tags"):
+            self.legend.object = ""
+            return
+        counts = self.view_frame[column].value_counts(sort=True)
+        categories = list(self.points.frame[column].cat.categories)
+        rows = []
+        for label, n in counts.head(30).items():
+            if n == 0:
+                continue
+            swatch = category_colour(categories.index(label))
+            rows.append(f"<div><span class='swatch' style='display:inline-block;width:10px;height:10px;"
+                        f"margin-right:4px;background:{swatch}'></span>{esc(label)} "
+                        f"<span class='lens-legend-count'>({n:,})</span></div>")
+        more = int((counts > 0).sum()) - len(rows)
+        if more > 0:
+            rows.append(f"<div>… and {more:,} more</div>")
+        self.legend.object = f"<div class='lens-legend-rows'>{''.join(rows)}</div>"
+
+    def _redraw(self) -> None:
+        self._update_legend()
+        if self.plot.object is not None:
+            self.map.event()
+
+    def _render(self, x_range=None, y_range=None, width=None, height=None, scale=None) -> hv.RGB:
+        frame = self.view_frame
+        xs, ys = self.points.frame["x"], self.points.frame["y"]
+        full_x = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
+        full_y = (float(ys.min()), float(ys.max())) if len(ys) else (0.0, 1.0)
+        pad_x, pad_y = 0.03 * (full_x[1] - full_x[0] or 1), 0.03 * (full_y[1] - full_y[0] or 1)
+        x_range = x_range or (full_x[0] - pad_x, full_x[1] + pad_x)
+        y_range = y_range or (full_y[0] - pad_y, full_y[1] + pad_y)
+        column = self.colour.value
+        span = (0.0, 1.0)
+        width, height = max(int(width or MAP_WIDTH), 1), max(int(height or MAP_HEIGHT), 1)
+        rgba = shade(frame, column, x_range, y_range, self._categories(), span, width, height)
+        bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
+        return hv.RGB(rgba, bounds=bounds, kdims=["x", "y"], vdims=["R", "G", "B", "A"])
+
+    def _draw_markers(self, data: pd.DataFrame) -> hv.Points:
+        return hv.Points(data, kdims=["x", "y"], vdims=["role"]).opts(
+            color="role", cmap=MARKER_COLOURS, size=9, fill_alpha=0.0, line_width=2, marker="circle",
+            show_legend=False, tools=[])
+
+    def _build_plot(self) -> hv.Overlay:
+        self.range = hv.streams.RangeXY()
+        self.size = hv.streams.PlotSize()
+        self.map = hv.DynamicMap(self._render, streams=[self.range, self.size])
+        self.map.opts(width=MAP_WIDTH, height=MAP_HEIGHT, tools=["tap", "box_select", "lasso_select"],
+                      active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom", "reset"], xaxis=None,
+                      yaxis=None, bgcolor="#ffffff", toolbar="above", hooks=[quick_range_updates])
+        marker_layer = hv.DynamicMap(self._draw_markers, streams=[self.markers])
+        tap = hv.streams.Tap(source=self.map, x=None, y=None)
+        tap.add_subscriber(self._on_tap)
+        pointer = hv.streams.PointerXY(source=self.map, x=None, y=None)
+        pointer.add_subscriber(self._on_hover)
+        box = hv.streams.BoundsXY(source=self.map, bounds=None)
+        box.add_subscriber(self._on_box)
+        lasso = hv.streams.Lasso(source=self.map, geometry=None)
+        lasso.add_subscriber(self._on_lasso)
+        return self.map * marker_layer
+
+    def _pick_radius(self) -> float:
+        x_range = self.range.x_range or (float(self.points.frame["x"].min()), float(self.points.frame["x"].max()))
+        return 12 * (x_range[1] - x_range[0]) / MAP_WIDTH  # about 12 pixels
+
+    # --- hover and click --------------------------------------------------------------------------
+
+    def _on_hover(self, x=None, y=None) -> None:
+        if x is None or y is None or self.points is None:
+            return
+        row = self.points.nearest(x, y, self._pick_radius() / 2, self.keep)
+        if row is None:
+            return
+        info = self.points.describe(row)
+        self.hover.object = (f"<div class='lens-hover-card' data-sample='{info['sample_id']}'>"
+                             f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id']))}'>"
+                             f"<div><b>{esc(info['label'])}</b></div><div>sample {info['sample_id']} · "
+                             f"seed {info['seed']}</div></div>")
+
+    def _on_tap(self, x=None, y=None) -> None:
+        if x is None or y is None:
+            return
+        row = self.points.nearest(x, y, self._pick_radius(), self.keep)
+        if row is not None:
+            self.select_sample(int(self.points.frame["sample_id"].iat[row]))
+
+    def select_sample(self, sample_id: int) -> None:
+        self.selected_id = int(sample_id)
+        self.collect_selected.disabled = False
+        self.collect_neighbours.disabled = False
+        self._show_selected()
+
+    def _clear_selection(self) -> None:
+        self.selected_id, self.neighbour_ids = None, []
+        self.selected.object = "<i>click a point on the map</i>"
+        self.neighbour_view.object = ""
+        self._update_markers()
+
+    def _show_selected(self) -> None:
+        if self.selected_id is None:
+            return
+        row = int(self.points.rows_of([self.selected_id])[0])
+        if row < 0:
+            return self._clear_selection()
+        info = self.points.describe(row)
+        meta = "".join(f"<tr><td>{esc(k)}</td><td>{esc(f'{v:.3f}' if isinstance(v, float) else v)}</td></tr>"
+                       for k, v in info.items() if k not in ("x", "y") and v not in (None, ""))
+        self.selected.object = (
+            f"<div class='lens-selected-sample' data-sample='{info['sample_id']}'>"
+            f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id'], thumb=False))}'>"
+            f"<div><b>{esc(info['label'])}</b></div><table class='lens-meta'>{meta}</table></div>")
+        k = int(self.k.value)
+        if self.space.value == "raw activations":
+            ids, distances = maps.raw_neighbours(self.con, self.lake, self.key, self.selected_id, k)
+            rows = self.points.rows_of(ids)
+            title = f"{len(ids)} nearest in raw activation space (cosine distance)"
+        else:
+            rows, distances = self.points.map_neighbours(row, k)
+            ids = self.points.frame["sample_id"].to_numpy()[rows].tolist()
+            raw_ids, _ = maps.raw_neighbours(self.con, self.lake, self.key, self.selected_id, k)
+            overlap = len(set(ids) & set(raw_ids))
+            title = (f"{len(ids)} nearest on the 2-D map (map distance); "
+                     f"<span class='lens-overlap'>{overlap} of {k}</span> are also raw-space neighbours")
+        self.neighbour_ids = [int(i) for i in ids]
+        cards = []
+        for sample, r, d in zip(self.neighbour_ids, rows, distances):
+            label = self.points.describe(int(r))["label"] if r >= 0 else "(not in layout)"
+            chunk = int(self.points.frame["chunk"].iat[int(r)]) if r >= 0 else 0
+            cards.append(f"<div class='lens-thumb' data-sample='{sample}'>"
+                         f"<img src='{esc(image_url(self.key.run_id, chunk, sample))}' loading='lazy'>"
+                         f"<div>{esc(label)}</div><div class='lens-distance'>{d:.4f}</div></div>")
+        self.neighbour_view.object = f"<div>{title}</div><div class='lens-thumbs'>{''.join(cards)}</div>"
+        self._update_markers()
+
+    def _update_markers(self) -> None:
+        if self.points is None:
+            return
+        roles = [(i, "collected") for i in self.collected.value]
+        roles += [(i, "neighbour") for i in self.neighbour_ids]
+        if self.selected_id is not None:
+            roles.append((self.selected_id, "selected"))
+        ids = np.array([i for i, _ in roles], dtype=np.int64)
+        rows = self.points.rows_of(ids)
+        found = rows >= 0
+        frame = self.points.frame
+        self.markers.send(pd.DataFrame({"x": frame["x"].to_numpy()[rows[found]],
+                                        "y": frame["y"].to_numpy()[rows[found]],
+                                        "role": [r for (_, r), f in zip(roles, found) if f]}))
+
+    # --- collected set ----------------------------------------------------------------------------
+
+    def _collect(self, sample_ids: list[int | None]) -> None:
+        new = [int(i) for i in sample_ids if i is not None]
+        value = list(dict.fromkeys([*self.collected.value, *new]))
+        self.collected.param.update(options=list(dict.fromkeys([*self.collected.options, *value])), value=value)
+
+    def _collected_export(self):
+        rows = self.points.rows_of(self.collected.value)
+        return maps.export_selection(maps.selection_frame(self.points, rows[rows >= 0]), "csv")
+
+    # --- box / lasso gallery ------------------------------------------------------------------------
+
+    def _on_box(self, bounds=None) -> None:
+        if bounds is not None:
+            self.region_rows = self.points.in_box(*bounds, keep=self.keep)
+            self.page.value = 1
+            self._show_gallery()
+
+    def _on_lasso(self, geometry=None) -> None:
+        if geometry is not None and len(geometry) > 2:
+            geometry = np.asarray(geometry)
+            self.region_rows = self.points.in_polygon(list(geometry[:, 0]), list(geometry[:, 1]), keep=self.keep)
+            self.page.value = 1
+            self._show_gallery()
+
+    def _show_gallery(self) -> None:
+        rows = self.region_rows
+        if not len(rows):
+            self.gallery_info.object = "<i>box- or lasso-select on the map to open a gallery</i>"
+            self.gallery.object = ""
+            return
+        pages = max(1, -(-len(rows) // GALLERY_PAGE))
+        page = min(max(1, int(self.page.value)), pages)
+        counts = self.points.frame["label"].iloc[rows].value_counts().head(12)
+        summary = ", ".join(f"{esc(label)}: {n:,}" for label, n in counts.items() if n)
+        self.gallery_info.object = (f"<b class='lens-region-count'>{len(rows):,}</b> selected · page {page} of {pages}"
+                                    f"<div>{summary}</div>")
+        frame = self.points.frame
+        cards = []
+        for r in rows[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]:
+            sample = int(frame["sample_id"].iat[r])
+            cards.append(f"<div class='lens-thumb' data-sample='{sample}'><img loading='lazy' "
+                         f"src='{esc(image_url(self.key.run_id, int(frame['chunk'].iat[r]), sample))}'>"
+                         f"<div>{esc(frame['label'].iat[r])}</div></div>")
+        self.gallery.object = f"<div class='lens-thumbs'>{''.join(cards)}</div>"
+
+    def _region_export(self, fmt: str):
+        return maps.export_selection(maps.selection_frame(self.points, self.region_rows), fmt)
+
+    # --- recompute layout ---------------------------------------------------------------------------
+
+    def _start_recompute(self) -> None:
+        from store.layouts import LayoutParams
+
+        ids = self.points.frame["sample_id"].to_numpy()[self.keep]
+        if len(ids) < 20:
+            self.recompute_status.object = "<span class='lens-error'>need at least 20 filtered points</span>"
+            return
+        params = LayoutParams(n_neighbors=int(self.umap_neighbours.value), min_dist=float(self.umap_min_dist.value),
+                              seed=int(self.umap_seed.value))
+        self.recompute.disabled = True
+        self.progress.param.update(visible=True, active=True)
+        self.recompute_status.object = (f"<span class='lens-recompute-status'>laying out {len(ids):,} points in the "
+                                        "background…</span>")
+        key = self.key
+        threading.Thread(target=self._recompute, args=(key, ids, params), daemon=True).start()
+
+    def _recompute(self, key: maps.LayoutKey, ids: np.ndarray, params) -> None:
+        from store.embed import embed_subset
+
+        try:
+            new_key = embed_subset(self.lake, key, ids, params)
+            message, error = None, None
+        except Exception as err:  # shown to the user; the map stays usable
+            new_key, error = None, f"{type(err).__name__}: {err}"
+
+        def finish() -> None:
+            self.recompute.disabled = False
+            self.progress.param.update(visible=False, active=False)
+            if error:
+                self.recompute_status.object = f"<span class='lens-error'>{esc(error)}</span>"
+                return
+            self.layouts = maps.list_layouts(self.lake)
+            self.recompute_status.object = (f"<span class='lens-recompute-done'>saved layout "
+                                            f"{esc(new_key.params_hash[:8])} ({len(ids):,} points)</span>")
+            self._refresh_versions()
+            self.version.value = new_key
+
+        if self.doc is not None:
+            self.doc.add_next_tick_callback(finish)
+        else:
+            finish()
+
+    # --- page ---------------------------------------------------------------------------------------
+
+    def view(self) -> pn.viewable.Viewable:
+        sidebar = pn.Column(
+            "## dmd2-lens", self.notices, self.run, self.layer, self.step, self.version,
+            self.model_info,
+            self.classes, self.prompt, self.tag, self.colour, self.count, self.legend,
+            "### Recompute layout", pn.Row(self.umap_neighbours, self.umap_min_dist, self.umap_seed),
+            self.recompute, self.progress, self.recompute_status, width=300)
+        inspector = pn.Column(
+            "### Hover", self.hover, "### Selected", self.selected, self.k, self.space, self.neighbour_view,
+            pn.Row(self.collect_selected, self.collect_neighbours), self.collected, self.collected_csv, width=380)
+        gallery = pn.Column("### Selection gallery", self.gallery_info,
+                            pn.Row(self.page, self.export_csv, self.export_parquet), self.gallery)
+        return pn.Row(sidebar, pn.Column(self.plot, gallery), inspector)
+
+
+def app() -> pn.viewable.Viewable:
+    lake = os.environ.get(LAKE_ENV, "lake")
+    args = {k: v[0].decode("utf-8", "replace") for k, v in (pn.state.session_args or {}).items() if v}
+    try:
+        return Explorer(lake, args).view()
+    except RuntimeError as err:
+        return html_pane(f"<div class='lens-error'>{esc(err)}</div>")
+
+
+pn.extension(notifications=False)
+hv.extension("bokeh", logo=False)
+# HoloViews waits for 100 ms of quiet before sending a new view range; a raster of the new view costs
+# ~40 ms at 1M points, so answer sooner.
+from holoviews.plotting.bokeh.callbacks import RangeXYCallback  # noqa: E402
+
+RangeXYCallback.debounce = ZOOM_DEBOUNCE_MS
+
+if pn.state.served:
+    app().servable(title="dmd2-lens explorer")

@@ -1,0 +1,50 @@
+"""Model files from the Hugging Face hub through `huggingface_hub` and its cache.
+
+Everything goes through the standard cache (`HF_HOME` / `HF_HUB_CACHE`), so `HF_HUB_OFFLINE=1` works
+once files are there, and `python -m ingest download PRESET` fetches them ahead, with progress bars.
+Local paths (`--checkpoint FILE`, `--base FOLDER`) bypass the hub entirely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest.models.text_to_image import BASE_PATTERNS, BASE_UNET_FP16, HubFile, TextToImageFamily
+
+
+class HubError(ValueError):
+    pass
+
+
+def hub_file(file: HubFile, offline_only: bool = False) -> Path:
+    """Local path of a hub file, downloading it into the cache unless offline."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(file.repo, file.filename, local_files_only=offline_only))
+    except LocalEntryNotFoundError:
+        raise HubError(f"{file} is not in the hub cache and cannot be downloaded here (offline?); "
+                       f"run `python -m ingest download` with network, or pass a local file") from None
+
+
+def base_folder(family: TextToImageFamily, with_unet: bool = False, offline_only: bool = False) -> Path:
+    """Local snapshot of a base pipeline's files that sampling needs; its UNet weights (fp16) only when
+    `with_unet` (the LoRA preset fuses into them; the other presets replace the UNet)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = BASE_PATTERNS + ([BASE_UNET_FP16] if with_unet else [])
+    try:
+        return Path(snapshot_download(family.base_repo, allow_patterns=patterns, local_files_only=offline_only))
+    except LocalEntryNotFoundError:
+        raise HubError(f"base pipeline {family.base_repo} is not in the hub cache and cannot be downloaded "
+                       "here (offline?); run `python -m ingest download` with network, or pass --base FOLDER") from None
+
+
+def cached_base_folder(family: TextToImageFamily) -> Path | None:
+    """The cached snapshot of a base pipeline, if its UNet config is there (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(family.base_repo, "unet/config.json")
+    return Path(found).parent.parent if isinstance(found, str) else None

@@ -1,0 +1,141 @@
+"""store.maps: what the dashboard asks of the lake, on the embedded digits lake and a synthetic prompt run."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from store import connect, maps
+from store.embed import EmbedError, embed_subset
+from store.layouts import LayoutParams
+from store.neighbours import build_graph
+from store.synthetic import write_run
+
+PROMPTS = ["a cat", "it's a \"quoted\" dog'; DROP TABLE samples; --", "<script>alert(1)</script>"]
+
+
+@pytest.fixture(scope="module")
+def lake(embedded_lake, tmp_path_factory):
+    root = tmp_path_factory.mktemp("maps") / "lake"
+    shutil.copytree(embedded_lake["lake"], root)
+    write_run(root, "prompts", 500, PROMPTS, tags=["red", "blue"])
+    return {"root": root, "run_id": embedded_lake["run_id"]}
+
+
+def digits_key(lake) -> maps.LayoutKey:
+    return next(k for k in maps.list_layouts(lake["root"]) if k.run_id == lake["run_id"])
+
+
+def test_list_layouts_names_every_stored_layout(lake):
+    keys = maps.list_layouts(lake["root"])
+    rows = connect(lake["root"]).sql("SELECT run_id, layer, pooling, step, params_hash FROM layouts").fetchall()
+    assert sorted((k.run_id, k.layer, k.pooling, k.step, k.params_hash) for k in keys) == sorted(rows)
+
+
+def test_points_match_the_sql_view(lake):
+    key = digits_key(lake)
+    points = maps.load_points(lake["root"], key)
+    rows = connect(lake["root"]).sql(
+        "SELECT sample_id, x, class_id, class_name FROM map_points WHERE run_id = ? AND layer = ? AND params_hash = ? "
+        "ORDER BY sample_id", params=[key.run_id, key.layer, key.params_hash]).fetchall()
+    assert points.frame["sample_id"].tolist() == [r[0] for r in rows]
+    assert np.allclose(points.frame["x"], [r[1] for r in rows])
+    assert points.frame["class_id"].tolist() == [r[2] for r in rows]
+    assert points.frame["label"].astype(str).tolist() == [f"{r[2]}: {r[3]}" for r in rows]
+    assert points.model == "digits-dmd2"
+    assert sorted(points.class_names) == list(range(10))
+
+
+def test_filters_by_class_prompt_and_tag(lake):
+    points = maps.load_points(lake["root"], digits_key(lake))
+    keep = points.mask(classes=[3, 5])
+    assert keep.sum() == points.frame["class_id"].isin([3, 5]).sum() > 0
+    prompts = maps.load_points(lake["root"], next(k for k in maps.list_layouts(lake["root"]) if k.run_id == "prompts"))
+    for text in ("QUOTED", "drop table", "<script>", "'", "%", "_"):
+        expected = prompts.frame["prompt"].astype(str).str.lower().str.contains(text.lower(), regex=False)
+        assert (prompts.mask(prompt=text) == expected.to_numpy()).all(), text
+    assert prompts.mask(tag="red").sum() + prompts.mask(tag="blue").sum() == len(prompts)
+    assert prompts.frame["prompt"].astype(str).isin(PROMPTS).all()  # stored and read back unchanged
+
+
+def test_nearest_box_and_lasso(lake):
+    points = maps.load_points(lake["root"], digits_key(lake))
+    xy = points.frame[["x", "y"]].to_numpy()
+    row = 17
+    assert points.nearest(xy[row, 0] + 1e-4, xy[row, 1], radius=0.5) == row
+    assert points.nearest(1e6, 1e6, radius=0.5) is None
+    keep = np.zeros(len(points), bool)
+    keep[row + 1] = True
+    assert points.nearest(xy[row, 0], xy[row, 1], radius=1e3, keep=keep) == row + 1
+    x0, y0 = xy.min(0)
+    x1, y1 = xy.mean(0)
+    box = points.in_box(x0, y0, x1, y1)
+    assert set(box) == set(np.flatnonzero((xy[:, 0] <= x1) & (xy[:, 1] <= y1)))
+    square = points.in_polygon([x0 - 1, x1, x1, x0 - 1], [y0 - 1, y0 - 1, y1, y1])
+    assert set(square) == set(box)
+    triangle = points.in_polygon([x0 - 1, x1, x0 - 1], [y0 - 1, y0 - 1, y1])
+    assert set(triangle) < set(box)
+
+
+def test_raw_neighbours_come_from_the_graph(lake):
+    key = digits_key(lake)
+    graph = build_graph(lake["root"], key.run_id, key.layer, key.pooling)
+    con = connect(lake["root"])
+    for sample in (0, 123, 299):
+        ids, distances = maps.raw_neighbours(con, lake["root"], key, sample, 12)
+        expected_ids, expected_d = graph.of(sample, 12)
+        assert ids == expected_ids.tolist()
+        assert np.allclose(distances, expected_d)
+
+
+def test_map_neighbours_are_nearest_in_2d(lake):
+    points = maps.load_points(lake["root"], digits_key(lake))
+    rows, distances = points.map_neighbours(5, 7)
+    xy = points.frame[["x", "y"]].to_numpy()
+    d = np.linalg.norm(xy - xy[5], axis=1)
+    d[5] = np.inf
+    assert np.allclose(np.sort(d)[:7], distances, atol=1e-5)
+
+
+def test_images_come_only_from_the_lake(lake):
+    points = maps.load_points(lake["root"], digits_key(lake))
+    info = points.describe(3)
+    data, mime = maps.sample_image(lake["root"], info["run_id"], info["chunk"], info["sample_id"])
+    assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (8, 8)
+    with pytest.raises(KeyError):
+        maps.sample_image(lake["root"], info["run_id"], info["chunk"], 10**9)
+    with pytest.raises(KeyError):
+        maps.sample_image(lake["root"], info["run_id"], 999, 0)
+    with pytest.raises(ValueError):
+        maps.sample_image(lake["root"], "../../etc", 0, 0)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_selection_export_round_trips(lake, fmt):
+    points = maps.load_points(lake["root"], next(k for k in maps.list_layouts(lake["root"]) if k.run_id == "prompts"))
+    rows = np.arange(0, 40, 3)
+    frame = maps.selection_frame(points, rows)
+    data = maps.export_selection(frame, fmt)
+    back = pd.read_csv(data, keep_default_na=False) if fmt == "csv" else pq.read_table(data).to_pandas()
+    assert back["sample_id"].tolist() == points.frame["sample_id"].iloc[rows].tolist()
+    assert back["prompt"].tolist() == points.frame["prompt"].astype(str).iloc[rows].tolist()
+
+
+def test_subset_layout_is_saved_beside_the_full_one(lake):
+    key = digits_key(lake)
+    points = maps.load_points(lake["root"], key)
+    ids = points.frame["sample_id"].to_numpy()[points.mask(classes=[1, 7])]
+    new = embed_subset(lake["root"], key, ids, LayoutParams(n_neighbors=10, seed=3))
+    assert new in maps.list_layouts(lake["root"]) and new.params_hash != key.params_hash
+    sub = maps.load_points(lake["root"], new)
+    assert sorted(sub.frame["sample_id"]) == sorted(ids)
+    assert embed_subset(lake["root"], key, ids, LayoutParams(n_neighbors=10, seed=3)) == new  # reused
+    assert maps.raw_neighbours(connect(lake["root"]), lake["root"], new, int(ids[0]), 5)[0]  # graph still found
+    with pytest.raises(EmbedError):
+        embed_subset(lake["root"], key, [10**9, 10**9 + 1, 10**9 + 2])

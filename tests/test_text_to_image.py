@@ -1,0 +1,208 @@
+"""The SDXL / SD1.5 presets, offline: tiny pipelines of the same architectures built and saved by the
+tests, DMD2-style UNet checkpoints (.bin and .safetensors) and an SDXL LoRA, run through exactly the
+code that serves the hub presets (including hub resolution from a local cache with HF_HUB_OFFLINE=1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from ingest.checkpoints import CheckpointError, file_sha256
+from ingest.generator import make_generator
+from ingest.layers import discover_layers
+from ingest.models import random_pipelines as tiny
+from ingest.models.presets import EMBEDDED_WEIGHTS, get_spec
+from ingest.models.text_to_image import TextToImageError
+from ingest.plan import Prompt, prompt_plan
+from ingest.run import IngestConfig, run_ingest
+from store import connect
+from tests.conftest import REPO
+
+PROMPTS = ["a red cat", "<script>alert(1)</script> on a table", "mountains at dawn"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def bases(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("tiny-pipelines")
+    sdxl = tiny.save_base(root / "sdxl", sdxl=True)
+    sd15 = tiny.save_base(root / "sd15", sdxl=False)
+    prompts = root / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    return {
+        "root": root, "sdxl": sdxl, "sd15": sd15, "prompts": prompts,
+        "sdxl_bin": tiny.save_dmd2_unet(sdxl, root / "dmd2_sdxl_unet_fp16.bin", seed=1),
+        "sdxl_safetensors": tiny.save_dmd2_unet(sdxl, root / "dmd2_sdxl_unet_fp16.safetensors", seed=1),
+        "sd15_bin": tiny.save_dmd2_unet(sd15, root / "sd15_pytorch_model.bin", seed=2, dtype=torch.float32),
+        "lora": tiny.save_lora(sdxl, root / "lora" / "dmd2_sdxl_4step_lora_fp16.safetensors", seed=3),
+    }
+
+
+def plan(n: int, seed: int = 0):
+    return prompt_plan([Prompt(p) for p in PROMPTS], seed, 1, n)
+
+
+def record_unet_calls(generator) -> list[int]:
+    timesteps: list[int] = []
+
+    def hook(_module, args, kwargs):
+        timesteps.append(int(args[1].flatten()[0]))
+
+    generator.denoiser.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    return timesteps
+
+
+@pytest.mark.parametrize("preset, expected", [("sdxl-1step", [399]), ("sdxl-4step", [999, 749, 499, 249])])
+def test_sdxl_samples_at_the_preset_timesteps(bases, preset, expected):
+    spec = get_spec(preset, bases["sdxl"])
+    generator = make_generator(spec, bases["sdxl_bin"], CPU, torch.float32)
+    calls = record_unet_calls(generator)
+    images = generator.generate(plan(3))
+    assert calls == expected  # one UNet call per step, at DMD2's timesteps (not LCM's defaults)
+    assert images.shape == (3, *spec.image_shape) and images.dtype == torch.uint8
+    assert generator.pipe.unet.dtype == torch.float32 and generator.pipe.vae.dtype == torch.float32
+
+
+def test_same_seed_regenerates_the_same_image_alone(bases):
+    spec = get_spec("sdxl-4step", bases["sdxl"])
+    generator = make_generator(spec, bases["sdxl_safetensors"], CPU, torch.float32)
+    rows = plan(4)
+    together = generator.generate(rows)
+    alone = generator.generate(rows.take(slice(2, 3)))
+    assert torch.equal(together[2], alone[0])
+    assert not torch.equal(together[0], together[1])
+
+
+def test_fp16_checkpoint_is_adopted_as_stored(bases):
+    from ingest.models.text_to_image import load_unet
+
+    unet = load_unet(bases["sdxl"], bases["sdxl_bin"], lora=None)
+    assert {p.dtype for p in unet.parameters()} == {torch.float16}  # no upcast copy while loading
+
+
+@pytest.mark.parametrize("checkpoint", ["sdxl_bin", "sdxl_safetensors"])
+def test_ingest_stores_prompts_steps_and_shapes(bases, tmp_path, checkpoint):
+    config = IngestConfig(model="sdxl-4step", base=str(bases["sdxl"]), checkpoint=str(bases[checkpoint]),
+                          prompts=str(bases["prompts"]), n=5, batch=2, lake=str(tmp_path / "lake"), progress=False)
+    result = run_ingest(config)
+    con = connect(tmp_path / "lake")
+    layers = discover_layers(get_spec("sdxl-4step", bases["sdxl"]))
+    captured = con.sql("SELECT layer, step, noise_level, dim, vectors FROM captured ORDER BY layer, step").fetchall()
+    assert len(captured) == len(layers) * 4  # four points per sample and layer, one per step
+    assert {(r[1], r[2]) for r in captured} == {(0, 999.0), (1, 749.0), (2, 499.0), (3, 249.0)}
+    widths = {info.name: info.shape[0] for info in layers}
+    assert all(r[3] == widths[r[0]] and r[4] == 5 for r in captured)
+    samples = con.sql("SELECT sample_id, prompt, width FROM samples ORDER BY sample_id").fetchall()
+    assert [r[1] for r in samples] == [PROMPTS[i % 3] for i in range(5)] and samples[0][2] == 32
+    run = con.sql("SELECT sampler, checkpoint_sha256, model FROM runs").fetchall()[0]
+    assert '"timesteps": [999, 749, 499, 249]' in run[0] and run[1] == file_sha256(bases[checkpoint])
+    assert result.generated == 5
+
+
+def test_wrong_files_fail_before_generation(bases, tmp_path):
+    lake = tmp_path / "lake"
+    common = dict(model="sdxl-1step", base=str(bases["sdxl"]), prompts=str(bases["prompts"]), n=2,
+                  lake=str(lake), progress=False)
+    with pytest.raises(CheckpointError, match="does not fit UNet2DConditionModel"):
+        run_ingest(IngestConfig(checkpoint=str(EMBEDDED_WEIGHTS / "digits-dmd2.safetensors"), **common))
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(bases["sdxl_bin"].read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        run_ingest(IngestConfig(checkpoint=str(truncated), **common))
+    state = torch.load(bases["sdxl_bin"], weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first].float()
+    mixed = tmp_path / "mixed.bin"
+    torch.save(state, mixed)
+    with pytest.raises(TextToImageError, match="mixes float16 and float32"):
+        run_ingest(IngestConfig(checkpoint=str(mixed), **common))
+    with pytest.raises(TextToImageError, match="fp16 on CPU"):
+        run_ingest(IngestConfig(checkpoint=str(bases["sdxl_bin"]), dtype="fp16", **common))
+    assert not list((lake / "samples").rglob("*.parquet")) if (lake / "samples").exists() else True
+
+
+def test_lora_is_fused_into_the_base_unet(bases):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    spec = get_spec("sdxl-4step-lora", bases["sdxl"])
+    generator = make_generator(spec, bases["lora"], CPU, torch.float32)
+    fused = generator.pipe.unet.state_dict()
+    assert not [k for k in fused if "lora" in k]  # adapters fused and removed
+    base = UNet2DConditionModel.from_pretrained(bases["sdxl"], subfolder="unet").state_dict()
+    lora = load_file(bases["lora"])
+    down = next(k for k in lora if k.endswith("to_q.lora_A.weight"))
+    module = down.removeprefix("unet.").removesuffix(".lora_A.weight")
+    a, b = lora[down].float(), lora[down.replace("lora_A", "lora_B")].float()
+    expected = base[f"{module}.weight"] + b @ a  # scale 1 (alpha = rank)
+    assert torch.allclose(fused[f"{module}.weight"], expected, atol=1e-3)
+    assert calls_of(generator) == [999, 749, 499, 249]
+
+
+def calls_of(generator) -> list[int]:
+    calls = record_unet_calls(generator)
+    generator.generate(plan(1))
+    return calls
+
+
+def test_sd15_one_step_at_999(bases, tmp_path):
+    spec = get_spec("sd15", bases["sd15"])
+    generator = make_generator(spec, bases["sd15_bin"], CPU, torch.float32)
+    assert calls_of(generator) == [999]
+    config = IngestConfig(model="sd15", base=str(bases["sd15"]), checkpoint=str(bases["sd15_bin"]),
+                          prompts=str(bases["prompts"]), n=3, layers="mid_block", lake=str(tmp_path / "lake"),
+                          progress=False)
+    run_ingest(config)
+    rows = connect(tmp_path / "lake").sql("SELECT layer, step, noise_level, vectors FROM captured").fetchall()
+    assert rows == [("mid_block", 0, 999.0, 3)]
+
+
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ingest", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, **env))
+
+
+def test_hub_presets_resolve_from_the_cache_offline(bases, tmp_path):
+    cache = tmp_path / "hub"
+    base_files = {name: bases["sdxl"] / name for name in os.listdir(bases["sdxl"])}
+    tiny.hub_cache(cache, "stabilityai/stable-diffusion-xl-base-1.0", base_files)
+    tiny.hub_cache(cache, "tianweiy/DMD2", {"dmd2_sdxl_1step_unet_fp16.bin": bases["sdxl_bin"]})
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    lake = tmp_path / "lake"
+    result = run_cli("run", "--model", "sdxl-1step", "--prompts", str(bases["prompts"]), "--n", "2",
+                     "--lake", str(lake), "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    run = connect(lake).sql("SELECT checkpoint, checkpoint_sha256 FROM runs").fetchall()[0]
+    assert run[0].startswith(str(cache)) and run[1] == file_sha256(bases["sdxl_bin"])
+    layers = run_cli("layers", "--model", "sdxl-1step", "--json", env=env)
+    assert '"mid_block"' in layers.stdout and "[\n   32," in layers.stdout  # the cached tiny base's UNet
+    download = run_cli("download", "sdxl-1step", env=env)
+    assert download.returncode == 0 and str(cache) in download.stdout
+    missing = run_cli("download", "sdxl-4step", env=env)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "not in the hub cache" in missing.stderr
+    assert not list(lake.glob("samples/sdxl-4step*"))
+
+
+def test_layers_without_any_weights_or_cache(tmp_path):
+    result = run_cli("layers", "--model", "sdxl-1step", env={"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0
+    lines = {line.split()[0]: line.split(None, 1)[1].strip() for line in result.stdout.splitlines()[1:-1]}
+    assert lines["mid_block"] == "1280 x 32 x 32" and lines["down_blocks.0"] == "320 x 64 x 64"
+    assert lines["up_blocks.1"] == "640 x 128 x 128"
+    sd15 = run_cli("layers", "--model", "sd15", env={"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert [line.split(None, 1)[1] for line in sd15.stdout.splitlines() if line.startswith("mid_block")] == ["1280 x 8 x 8"]
+
+
+def test_text_to_image_models_need_prompts(bases, tmp_path):
+    with pytest.raises(ValueError, match="pass --prompts FILE"):
+        run_ingest(IngestConfig(model="sdxl-1step", base=str(bases["sdxl"]), checkpoint=str(bases["sdxl_bin"]),
+                                n=2, lake=str(tmp_path / "lake"), progress=False))
+    with pytest.raises(ValueError, match="--base is for text-to-image"):
+        get_spec("digits-dmd2", bases["sdxl"])
