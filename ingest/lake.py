@@ -154,6 +154,7 @@ class Lake:
         try:
             with open(temporary, "wb") as handle:
                 pq.write_table(table, handle, **options)
+                failpoint("while-writing")  # the shard is in the temporary file, maybe not yet on disk
                 handle.flush()
                 os.fsync(handle.fileno())
             failpoint("before-rename")

@@ -79,3 +79,51 @@ def test_cli_prints_the_layout_table(embedded):
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(reused)") == 3
+
+
+def stored_layouts(lake) -> list[tuple]:
+    """What readers see of the layouts and graphs; every shard must be readable and no temporary visible."""
+    import pyarrow.parquet as pq
+
+    for shard in lake.rglob("*.parquet"):
+        pq.read_metadata(shard)
+    assert not [p for p in lake.rglob("*.tmp") if not p.name.startswith(".")]
+    con = connect(lake)
+    layouts = con.sql("SELECT layer, params_hash, points FROM layouts ORDER BY ALL").fetchall()
+    graphs = con.sql("SELECT layer, count(*) FROM neighbours GROUP BY ALL ORDER BY ALL").fetchall()
+    assert con.sql("SELECT count(*) FROM map_points").fetchall()[0][0] == sum(r[2] for r in layouts)
+    return layouts + graphs
+
+
+def embed_cli(lake, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "store", "embed", "--lake", str(lake), "--quiet", *extra], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("failpoint", ["before-rename:1", "while-writing:2", "after-rename:2"])
+def test_killed_layout_leaves_the_previous_versions_usable(embedded, tmp_path, failpoint):
+    import signal
+
+    lake = tmp_path / "lake"
+    shutil.copytree(embedded["lake"], lake)
+    before = stored_layouts(lake)
+    killed = embed_cli(lake, "--min-dist", "0.3", env={"DMD2_LENS_FAILPOINT": failpoint})
+    assert killed.returncode == -signal.SIGKILL
+    after = stored_layouts(lake)
+    assert set(before) <= set(after)  # every earlier version still there, whole
+    assert embed_cli(lake, "--min-dist", "0.3").returncode == 0
+    assert len(stored_layouts(lake)) == len(before) + len(embedded["results"])
+
+
+def test_killed_graph_build_is_rebuilt(digits_lake, tmp_path):
+    import signal
+
+    lake = tmp_path / "lake"
+    shutil.copytree(digits_lake["lake"], lake)
+    killed = embed_cli(lake, env={"DMD2_LENS_FAILPOINT": "before-rename:1"})
+    assert killed.returncode == -signal.SIGKILL
+    assert stored_layouts(lake) == []  # nothing half-written became visible
+    assert embed_cli(lake).returncode == 0
+    assert len(stored_layouts(lake)) == 2 * 3  # a layout and a graph per captured layer

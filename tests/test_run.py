@@ -55,15 +55,24 @@ def test_clean_run_is_exact(clean_run):
     assert clean_run["status"] == [("complete",)]
 
 
-@pytest.mark.parametrize("failpoint", ["after-batch:3", "before-rename:6", "after-rename:5", "before-rename:2"])
+# Shard renames in a run of this plan: 1 "running" event, then per chunk (4) 2 layers x 2 poolings of
+# activations + 1 samples shard (20), then the "complete" event (22nd): killing after it is "between runs".
+KILL_POINTS = ["after-batch:1", "after-batch:3", "while-writing:4", "while-writing:13", "before-rename:2",
+               "before-rename:6", "after-rename:5", "after-rename:22"]
+
+
+@pytest.mark.parametrize("failpoint", KILL_POINTS)
 def test_sigkill_then_rerun_gives_exactly_the_planned_samples(tmp_path, clean_run, failpoint):
     killed = ingest(tmp_path, env={"DMD2_LENS_FAILPOINT": failpoint})
     assert killed.returncode == -signal.SIGKILL
+    lake_contents(tmp_path)  # readable as it is: every shard, no visible temporaries
     partial = connect(tmp_path).sql("SELECT count(*) FROM samples").fetchall()[0][0]
-    assert partial < N
     resumed = ingest(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"generated {N - partial} samples" in resumed.stdout
+    if partial < N:
+        assert f"generated {N - partial} samples" in resumed.stdout
+    else:  # killed between runs: the run was complete
+        assert failpoint == "after-rename:22" and "already complete" in resumed.stdout
     assert lake_contents(tmp_path) == clean_run  # same ids, seeds, classes and identical images
 
 

@@ -13,8 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest.checkpoints import CheckpointError, file_sha256
+from ingest.lake import Lake
 from ingest.generator import make_generator
 from ingest.layers import discover_layers
 from ingest.models import random_pipelines as tiny
@@ -206,3 +209,31 @@ def test_text_to_image_models_need_prompts(bases, tmp_path):
                                 n=2, lake=str(tmp_path / "lake"), progress=False))
     with pytest.raises(ValueError, match="--base is for text-to-image"):
         get_spec("digits-dmd2", bases["sdxl"])
+
+
+PROMPT_TEXT = st.text(min_size=1, max_size=60).filter(lambda t: t.strip() != "")
+TAGS = st.lists(st.text(min_size=1, max_size=12), max_size=3)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.tuples(PROMPT_TEXT, TAGS), min_size=1, max_size=4))
+def test_prompts_and_tags_round_trip_through_ingest_sql_and_the_dashboard(bases, records):
+    import json
+    import tempfile
+
+    from store.maps import read_run_samples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = Path(tmp) / "prompts.jsonl"
+        prompts.write_text("\n".join(json.dumps({"prompt": p, "tags": t}) for p, t in records) + "\n", encoding="utf-8")
+        run_ingest(IngestConfig(model="sdxl-1step", base=str(bases["sdxl"]), checkpoint=str(bases["sdxl_bin"]),
+                                prompts=str(prompts), layers="mid_block", lake=f"{tmp}/lake", run_id="rt",
+                                progress=False))
+        expected = [(p, t) for p, t in records]
+        stored = connect(f"{tmp}/lake").sql("SELECT prompt, tags FROM samples ORDER BY sample_id").fetchall()
+        assert [(p, list(t)) for p, t in stored] == expected
+        read = read_run_samples(Lake(f"{tmp}/lake"), "rt")  # what the dashboard reads
+        assert list(zip(read.column("prompt").to_pylist(), read.column("tags").to_pylist())) == expected
+        by_parameter = connect(f"{tmp}/lake").sql("SELECT count(*) FROM samples WHERE prompt = $p",
+                                                  params={"p": records[0][0]}).fetchall()[0][0]
+        assert by_parameter == sum(p == records[0][0] for p, _ in records)  # quotes or SQL in a value stay data

@@ -60,3 +60,41 @@ def test_lake_path_with_quotes_is_escaped(tmp_path):
     Lake(odd).write_parquet(SAMPLES_SCHEMA.empty_table(), "samples", "r", "chunk-000000.parquet")
     assert "it''s a lake" in render_views(Lake(odd))
     assert connect(odd).sql("SELECT count(*) FROM samples").fetchall()[0] == (0,)
+
+
+def test_readers_see_only_complete_shards_while_ingest_writes(tmp_path):
+    """A reader loop (the SQL views and the dashboard's sample reads) runs against a lake that ingest is
+    writing: no query may fail, and every count must be a whole number of chunks."""
+    import subprocess
+    import sys
+    import time
+
+    from store.maps import read_run_samples
+    from tests.conftest import REPO
+
+    n, chunk = 2400, 32
+    writer = subprocess.Popen([sys.executable, "-m", "ingest", "run", "--lake", str(tmp_path), "--n", str(n),
+                               "--layers", "enc.8x8_block0,dec.8x8_block1", "--chunk-size", str(chunk),
+                               "--batch", "16", "--run-id", "busy", "--quiet"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    observations = []
+    try:
+        while writer.poll() is None or not observations:
+            if not (tmp_path / "samples" / "busy").exists():
+                time.sleep(0.02)
+                continue
+            con = connect(tmp_path)
+            samples = con.sql("SELECT count(*), count(DISTINCT sample_id) FROM samples").fetchall()[0]
+            per_layer = con.sql("SELECT layer, count(*) FROM activations GROUP BY layer").fetchall()
+            metadata = read_run_samples(Lake(tmp_path), "busy").num_rows
+            observations.append((samples, per_layer, metadata))
+    finally:
+        out, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    assert len(observations) >= 3  # the loop really overlapped the writes
+    for (total, distinct), per_layer, metadata in observations:
+        assert total == distinct and (total % chunk == 0 or total == n)
+        assert metadata % chunk == 0 or metadata == n
+        for _, vectors in per_layer:  # activation shards are written before their chunk's samples shard
+            assert vectors % chunk == 0 or vectors == n
+    assert observations[-1][0] == (n, n)
