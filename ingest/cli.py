@@ -7,6 +7,7 @@ Every expected failure prints one line `error: <problem>; <fix>` on stderr and e
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
@@ -160,5 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ValueError, OSError) as err:  # our error types derive from ValueError
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            err = f"no space left on the lake's disk ({err.strerror}); nothing half-written was kept: free " \
+                  "space or choose another --lake, then repeat the same command to resume"
         print(f"error: {err}", file=sys.stderr)
         return 2

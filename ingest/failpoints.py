@@ -2,22 +2,24 @@
 
     DMD2_LENS_FAILPOINT=before-rename:3 python -m ingest run ...
 
-kills the process right before the third shard rename. Unset (always, outside tests), a failpoint
-costs one dictionary lookup.
+kills the process right before the third shard rename; `before-rename:3:enospc` raises "no space left
+on device" there instead (a full disk, injected). Unset (always, outside tests), a failpoint costs one
+dictionary lookup.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
-_target: tuple[str, int] | None = None
+_target: tuple[str, int, str] | None = None
 _seen: dict[str, int] = {}
 
 _spec = os.environ.get("DMD2_LENS_FAILPOINT", "")
 if _spec:
-    _name, _, _count = _spec.partition(":")
-    _target = (_name, int(_count or 1))
+    _name, _count, _action = (_spec.split(":") + ["1", "kill"])[:3]
+    _target = (_name, int(_count or 1), _action)
 
 
 def failpoint(name: str) -> None:
@@ -25,4 +27,6 @@ def failpoint(name: str) -> None:
         return
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] == _target[1]:
+        if _target[2] == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device (injected by DMD2_LENS_FAILPOINT)")
         os.kill(os.getpid(), signal.SIGKILL)

@@ -119,3 +119,14 @@ def test_in_process_api_and_bad_options(tmp_path):
     with pytest.raises(ValueError, match="is class-conditional"):
         run_ingest(IngestConfig(lake=str(tmp_path), prompts=str(tmp_path / "p.txt"), progress=False))
     assert not (tmp_path / "samples").exists()
+
+
+def test_a_full_disk_fails_cleanly_and_the_run_resumes(tmp_path, clean_run):
+    full = ingest(tmp_path, env={"DMD2_LENS_FAILPOINT": "while-writing:4:enospc"})
+    assert full.returncode == 2 and full.stderr.count("\n") == 1
+    assert "no space left on the lake's disk" in full.stderr and "repeat the same command" in full.stderr
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # the half-written temporary was removed
+    lake_contents(tmp_path)  # and what is there reads cleanly
+    resumed = ingest(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert lake_contents(tmp_path) == clean_run

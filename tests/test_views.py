@@ -98,3 +98,22 @@ def test_readers_see_only_complete_shards_while_ingest_writes(tmp_path):
         for _, vectors in per_layer:  # activation shards are written before their chunk's samples shard
             assert vectors % chunk == 0 or vectors == n
     assert observations[-1][0] == (n, n)
+
+
+def test_a_corrupt_shard_is_named_and_the_rest_stays_readable(digits_lake, tmp_path):
+    import shutil
+
+    import pytest
+
+    from store.views import CorruptShardWarning
+
+    lake = tmp_path / "lake"
+    shutil.copytree(digits_lake["lake"], lake)
+    before = connect(lake).sql("SELECT count(*) FROM samples").fetchall()[0][0]
+    shard = sorted((lake / "samples").rglob("chunk-000001.parquet"))[0]
+    rows = pq.read_metadata(shard).num_rows
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # torn by a disk error, say
+    with pytest.warns(CorruptShardWarning, match=str(shard)):
+        con = connect(lake)
+    assert con.sql("SELECT count(*) FROM samples").fetchall()[0][0] == before - rows
+    assert con.sql("SELECT count(*) FROM activations").fetchall()[0][0] > 0
