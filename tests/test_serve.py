@@ -41,3 +41,11 @@ def test_panel_command_binds_where_told():
     assert command[command.index("--port") + 1] == "5123"
     assert "dashboards.images" in command
     assert "--allow-websocket-origin" in command and "*" not in " ".join(command)
+
+
+def test_binding_beyond_this_machine_warns(embedded_lake):
+    # 192.0.2.1 is a documentation address no interface has: the warning comes first, then binding fails.
+    result = serve("--lake", str(embedded_lake["lake"]), "--host", "192.0.2.1", "--port", "5999")
+    assert result.stderr.startswith("warning: binding to 192.0.2.1 exposes")
+    assert "no authentication" in result.stderr.splitlines()[0]
+    assert result.returncode != 0
