@@ -95,3 +95,8 @@ CREATE OR REPLACE VIEW map_points AS
 SELECT e.run_id, e.layer, e.step, e.pooling, e.params_hash, e.sample_id, e.x, e.y, e.knn_overlap,
        p.seed, p.class_id, p.class_name, p.prompt, p.tags
 FROM embeddings e JOIN points p USING (run_id, sample_id);
+
+-- Paired-run comparisons written by `python -m store compare`: per layer, mean k-NN Jaccard overlap in raw
+-- space, linear CKA, and the samples whose neighbourhoods changed most (lowest Jaccard first).
+CREATE OR REPLACE VIEW comparisons AS
+SELECT * FROM read_parquet('{lake}/comparisons/*/*.parquet', union_by_name = true, hive_partitioning = false);

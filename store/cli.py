@@ -41,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--quiet", action="store_true")
     embed.set_defaults(handler=run_embed)
 
+    compare = commands.add_parser("compare", help="paired runs (same plan, two models): Jaccard and CKA per layer")
+    compare.add_argument("--lake", default="lake")
+    compare.add_argument("--runs", required=True, help="two run ids, comma-separated: A,B")
+    compare.add_argument("--pool", default="mean")
+    compare.add_argument("--k", type=int, default=10)
+    compare.add_argument("--steps", help="steps to compare, A,B (default: each run's last step)")
+    compare.set_defaults(handler=run_compare)
+
     knn = commands.add_parser("neighbours", help="k nearest neighbours of a sample in raw activation space")
     knn.add_argument("--lake", default="lake")
     knn.add_argument("--run", help="run id (default: the latest run)")
@@ -77,6 +85,31 @@ def run_embed(args: argparse.Namespace) -> int:
               f"{r.params_hash}{' (reused)' if r.reused else ''}")
     print("audit: mean share of each point's 15 raw-space neighbours kept on the map; "
           "moved: mean displacement from the previous layer, in map radii")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from store.compare import compare_runs
+
+    require_lake(args.lake)
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    if len(runs) != 2:
+        raise ValueError(f"--runs {args.runs!r} must name two runs, e.g. --runs demo-digits-dmd2,demo-digits-edm")
+    steps = [None, None]
+    if args.steps:
+        try:
+            steps = [int(s) for s in args.steps.split(",")]
+        except ValueError:
+            steps = []
+        if len(steps) != 2:
+            raise ValueError(f"--steps {args.steps!r} must be two step numbers, e.g. --steps 0,0")
+    table = compare_runs(args.lake, runs[0], runs[1], args.pool, args.k, step_a=steps[0], step_b=steps[1])
+    print(f"{'layer':<20} {'steps':>7} {'samples':>8} {'jaccard':>8} {'cka':>6}  most changed")
+    for row in table.to_pylist():
+        print(f"{row['layer']:<20} {row['step_a']:>3}/{row['step_b']:<3} {row['samples']:>8} "
+              f"{row['mean_knn_jaccard']:>8.3f} {row['linear_cka']:>6.3f}  {row['most_changed'][:5]}")
+    print(f"jaccard: mean overlap of each sample's {args.k} nearest neighbours in the two runs (1 = same "
+          "neighbourhoods); cka: linear CKA of the two activation matrices (1 = same up to rotation and scale)")
     return 0
 
 

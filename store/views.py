@@ -38,7 +38,13 @@ NEIGHBOURS_COLUMNS = pa.schema([
     ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int16()), ("pooling", pa.string()),
     ("sample_id", pa.int64()), ("neighbour_ids", pa.list_(pa.int64())), ("distances", pa.list_(pa.float32())),
 ])
-TABLE_SCHEMAS = {"runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
+COMPARISONS_COLUMNS = pa.schema([
+    ("run_a", pa.string()), ("run_b", pa.string()), ("layer", pa.string()), ("pooling", pa.string()),
+    ("step_a", pa.int16()), ("step_b", pa.int16()), ("samples", pa.int64()), ("k", pa.int32()),
+    ("mean_knn_jaccard", pa.float64()), ("linear_cka", pa.float64()), ("most_changed", pa.list_(pa.int64())),
+    ("most_changed_jaccard", pa.list_(pa.float64())),
+])
+TABLE_SCHEMAS = {"comparisons": COMPARISONS_COLUMNS, "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
                  "embeddings": EMBEDDINGS_COLUMNS, "indexes": NEIGHBOURS_COLUMNS}
 
 
