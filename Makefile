@@ -29,7 +29,7 @@ LAKE   ?= lake
 HOST   ?= 127.0.0.1
 PORT   ?= 5006
 
-.PHONY: help setup test layers estimate ingest embed compare sql download serve demo bench bench-dashboard screenshot gpu-check digits-model digits-report clean
+.PHONY: help setup test layers estimate ingest embed compare diversity sql download serve demo bench bench-dashboard screenshot gpu-check digits-model digits-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -90,6 +90,9 @@ demo: setup  ## one command from a fresh clone: ingest the embedded digits model
 
 compare: setup  ## paired runs, per layer: make compare RUNS=demo-digits-dmd2,demo-digits-edm STEPS=0,0
 	$(PY) -m store compare --lake $(LAKE) --runs $(RUNS) $(if $(STEPS),--steps $(STEPS))
+
+diversity: setup  ## per-class diversity of a layer: make diversity RUN=... LAYER=dec.4x4_block1
+	$(PY) -m store diversity --lake $(LAKE) --run $(RUN) --layer $(LAYER)
 
 sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")

@@ -100,3 +100,8 @@ FROM embeddings e JOIN points p USING (run_id, sample_id);
 -- space, linear CKA, and the samples whose neighbourhoods changed most (lowest Jaccard first).
 CREATE OR REPLACE VIEW comparisons AS
 SELECT * FROM read_parquet('{lake}/comparisons/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- Per-class (or per-prompt) diversity written by `python -m store diversity`: mean pairwise cosine distance,
+-- k-NN class purity, near-duplicate pairs at a threshold, and the Vendi score (effective number of samples).
+CREATE OR REPLACE VIEW diversity AS
+SELECT * FROM read_parquet('{lake}/diversity/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);

@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--steps", help="steps to compare, A,B (default: each run's last step)")
     compare.set_defaults(handler=run_compare)
 
+    div = commands.add_parser("diversity", help="per-class (or per-prompt) diversity of one layer: mode-collapse signals")
+    div.add_argument("--lake", default="lake")
+    div.add_argument("--run", required=True)
+    div.add_argument("--layer", required=True)
+    div.add_argument("--pool", default="mean")
+    div.add_argument("--step", type=int)
+    div.add_argument("--threshold", type=float, default=0.01, help="cosine distance of a near-duplicate pair")
+    div.set_defaults(handler=run_diversity)
+
     knn = commands.add_parser("neighbours", help="k nearest neighbours of a sample in raw activation space")
     knn.add_argument("--lake", default="lake")
     knn.add_argument("--run", help="run id (default: the latest run)")
@@ -110,6 +119,20 @@ def run_compare(args: argparse.Namespace) -> int:
               f"{row['mean_knn_jaccard']:>8.3f} {row['linear_cka']:>6.3f}  {row['most_changed'][:5]}")
     print(f"jaccard: mean overlap of each sample's {args.k} nearest neighbours in the two runs (1 = same "
           "neighbourhoods); cka: linear CKA of the two activation matrices (1 = same up to rotation and scale)")
+    return 0
+
+
+def run_diversity(args: argparse.Namespace) -> int:
+    from store.diversity import diversity
+
+    require_lake(args.lake)
+    table = diversity(args.lake, args.run, args.layer, args.pool, args.step, threshold=args.threshold)
+    print(f"{'class or prompt':<28} {'samples':>7} {'distance':>8} {'purity':>6} {'near-dup':>8} {'vendi':>6}")
+    for row in table.to_pylist():
+        print(f"{row['label'][:28]:<28} {row['samples']:>7} {row['mean_pairwise_distance']:>8.3f} "
+              f"{row['knn_purity']:>6.3f} {row['near_duplicate_pairs']:>8} {row['vendi_score']:>6.2f}")
+    print("most collapsed first (lowest Vendi score: the effective number of distinct samples); distance: mean "
+          f"pairwise cosine distance; near-dup: pairs closer than {args.threshold:g}")
     return 0
 
 

@@ -44,7 +44,13 @@ COMPARISONS_COLUMNS = pa.schema([
     ("mean_knn_jaccard", pa.float64()), ("linear_cka", pa.float64()), ("most_changed", pa.list_(pa.int64())),
     ("most_changed_jaccard", pa.list_(pa.float64())),
 ])
-TABLE_SCHEMAS = {"comparisons": COMPARISONS_COLUMNS, "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
+DIVERSITY_COLUMNS = pa.schema([
+    ("run_id", pa.string()), ("layer", pa.string()), ("pooling", pa.string()), ("step", pa.int16()),
+    ("label", pa.string()), ("samples", pa.int64()), ("measured", pa.int64()), ("mean_pairwise_distance", pa.float64()),
+    ("knn_purity", pa.float64()), ("near_duplicate_pairs", pa.int64()), ("threshold", pa.float64()),
+    ("vendi_score", pa.float64()), ("example_pair", pa.list_(pa.int64())),
+])
+TABLE_SCHEMAS = {"comparisons": COMPARISONS_COLUMNS, "diversity": DIVERSITY_COLUMNS, "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
                  "embeddings": EMBEDDINGS_COLUMNS, "indexes": NEIGHBOURS_COLUMNS}
 
 

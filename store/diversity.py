@@ -1,0 +1,64 @@
+"""Per-class (or per-prompt) diversity of one layer of a run: signals of mode collapse, a known risk of
+distilled one-step generators. For every class or prompt: the mean pairwise cosine distance, the k-NN
+class purity (share of each sample's k nearest neighbours, among all samples, with its own label), the
+number of near-duplicate pairs (cosine distance at most `threshold`) and the Vendi score (the effective
+number of distinct samples). Stored in the lake and read by the `diversity` view:
+
+    <lake>/diversity/<run_id>/<layer>/<pooling>/step-NNNN-t<threshold>.parquet
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ingest.lake import Lake, check_run_id
+from store.metrics import mean_pairwise_distance, near_duplicate_pairs, vendi_score
+from store.neighbours import exact_knn, normalise
+from store.vectors import load_matrix
+from store.views import DIVERSITY_COLUMNS
+
+MAX_GROUP = 5_000  # larger groups are measured on a seeded sample of this many (pairwise costs n^2)
+
+
+def labels_of(lake: Lake, run_id: str, ids: np.ndarray) -> np.ndarray:
+    """The class name (as "id: name") or the prompt of each sample id."""
+    from store.maps import read_run_samples
+
+    samples = read_run_samples(lake, run_id)
+    order = np.argsort(samples.column("sample_id").to_numpy())
+    rows = order[np.searchsorted(samples.column("sample_id").to_numpy(), ids, sorter=order)]
+    class_ids = samples.column("class_id").to_pylist()
+    names = samples.column("class_name").to_pylist()
+    prompts = samples.column("prompt").to_pylist()
+    return np.array([f"{class_ids[r]}: {names[r]}" if class_ids[r] is not None else str(prompts[r]) for r in rows],
+                    dtype=object)
+
+
+def diversity(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", step: int | None = None,
+              k: int = 10, threshold: float = 0.01, seed: int = 0) -> pa.Table:
+    """One row per class or prompt, most collapsed (lowest Vendi score) first; stored in the lake."""
+    from store.neighbours import resolve_step
+
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    step = resolve_step(lake, check_run_id(run_id), layer, pooling, step)
+    ids, vectors = load_matrix(lake, run_id, layer, pooling, step)
+    labels = labels_of(lake, run_id, ids)
+    neighbours, _ = exact_knn(normalise(vectors.astype(np.float32)), min(k, len(ids) - 1))
+    purity = (labels[neighbours] == labels[:, None]).mean(axis=1)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in sorted(set(labels)):
+        members = np.flatnonzero(labels == label)
+        measured = members if len(members) <= MAX_GROUP else np.sort(rng.choice(members, MAX_GROUP, replace=False))
+        group = vectors[measured]
+        pairs = near_duplicate_pairs(group, threshold) if len(group) > 1 else []
+        rows.append({"run_id": run_id, "layer": layer, "pooling": pooling, "step": step, "label": label,
+                     "samples": len(members), "measured": len(measured),
+                     "mean_pairwise_distance": mean_pairwise_distance(group), "knn_purity": float(purity[members].mean()),
+                     "near_duplicate_pairs": len(pairs), "threshold": threshold, "vendi_score": vendi_score(group),
+                     "example_pair": [int(ids[measured[pairs[0][0]]]), int(ids[measured[pairs[0][1]]])] if pairs else []})
+    rows.sort(key=lambda r: (r["vendi_score"], r["label"]))
+    table = pa.Table.from_pylist(rows, schema=DIVERSITY_COLUMNS)
+    lake.write_parquet(table, "diversity", run_id, layer, pooling, f"step-{step:04d}-t{threshold:g}.parquet")
+    return table
