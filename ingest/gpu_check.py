@@ -66,6 +66,7 @@ def imagenet_case(workdir: Path, device: torch.device, dtype: str, tiny: bool) -
     spec_json.write_text(json.dumps(config.to_dict()))
     batch, n = (64, 2048) if not tiny else (8, 32)
     ingest = IngestConfig(model=str(spec_json), checkpoint=str(checkpoint), lake=str(workdir / "lake"), n=n,
+                          run_id="gpu-check-imagenet",
                           batch=batch, layers="enc.8x8_block2,dec.8x8_in0,dec.16x16_block3" if not tiny else "all",
                           device=str(device), dtype=dtype, progress=False)
     spec = edm_spec(str(spec_json), config, "gpu check", class_names=imagenet_class_names())

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -224,7 +225,9 @@ def run_ingest(config: IngestConfig) -> RunResult:
         base = config.base or spec.text_to_image.base_repo
     identity = run_identity(config, spec, layers, plan, file_sha256(checkpoint), base)
     digest = config_hash(identity)
-    run_id = check_run_id(config.run_id or f"{spec.name.replace('/', '_')[-40:]}-{digest[:10]}")
+    # Model name (a preset, or the tail of a config path) + config hash; a run id starts alphanumeric.
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)[-40:].lstrip("_.-") or "run"
+    run_id = check_run_id(config.run_id or f"{stem}-{digest[:10]}")
     rank, world = distributed_rank()
 
     lake = Lake(config.lake)
