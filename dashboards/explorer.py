@@ -307,9 +307,8 @@ class Explorer:
 
     def _render(self, x_range=None, y_range=None, width=None, height=None, scale=None) -> hv.RGB:
         frame = self.view_frame
-        xs, ys = self.points.frame["x"], self.points.frame["y"]
-        full_x = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
-        full_y = (float(ys.min()), float(ys.max())) if len(ys) else (0.0, 1.0)
+        x0, x1, y0, y1 = self.points.extent
+        full_x, full_y = (x0, x1), (y0, y1)
         pad_x, pad_y = 0.03 * (full_x[1] - full_x[0] or 1), 0.03 * (full_y[1] - full_y[0] or 1)
         x_range = x_range or (full_x[0] - pad_x, full_x[1] + pad_x)
         y_range = y_range or (full_y[0] - pad_y, full_y[1] + pad_y)
@@ -344,7 +343,7 @@ class Explorer:
         return self.map * marker_layer
 
     def _pick_radius(self) -> float:
-        x_range = self.range.x_range or (float(self.points.frame["x"].min()), float(self.points.frame["x"].max()))
+        x_range = self.range.x_range or self.points.extent[:2]
         return 12 * (x_range[1] - x_range[0]) / MAP_WIDTH  # about 12 pixels
 
     # --- hover and click --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.lake import Lake, check_run_id, chunk_name
+from store.shards import warn_skipped, why_unreadable
 
 MISSING_LABEL = "(none)"
 
@@ -96,6 +97,14 @@ class MapPoints:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    @functools.cached_property
+    def extent(self) -> tuple[float, float, float, float]:
+        """(x0, x1, y0, y1) of all points, computed once (the map's home view is drawn from it)."""
+        if not len(self.frame):
+            return (0.0, 1.0, 0.0, 1.0)
+        xs, ys = self.frame["x"].to_numpy(), self.frame["y"].to_numpy()
+        return (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
 
     @property
     def has_classes(self) -> bool:
@@ -181,8 +190,14 @@ def read_run_samples(lake: Lake, run_id: str) -> pa.Table:
     """A run's sample metadata (no images), strings read dictionary-encoded straight from Parquet, so 10M
     rows of repeated prompts cost a few bytes each instead of a Python string each."""
     names = [n for n in lake.list_names("samples", check_run_id(run_id)) if n.endswith(".parquet")]
-    tables = [pq.read_table(lake.path("samples", run_id, n), filesystem=lake.fs, columns=SAMPLE_COLUMNS,
-                            read_dictionary=["class_name", "prompt"]) for n in names]
+    tables = []
+    for name in names:
+        path = lake.path("samples", run_id, name)
+        try:
+            tables.append(pq.read_table(path, filesystem=lake.fs, columns=SAMPLE_COLUMNS,
+                                        read_dictionary=["class_name", "prompt"]))
+        except (OSError, pa.ArrowException) as err:  # as the views do: name it, read the rest
+            warn_skipped(path, why_unreadable(err))
     if not tables:
         raise FileNotFoundError(f"run {run_id} has no committed samples in {lake.uri}")
     return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
