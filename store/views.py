@@ -12,14 +12,12 @@ gets an empty view with the same columns (DuckDB refuses a glob that matches not
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
-
 from ingest.lake import RUNS_SCHEMA, SAMPLES_SCHEMA, Lake
+from store.shards import CorruptShardWarning, unreadable, warn_skipped  # noqa: F401 (CorruptShardWarning: public here too)
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 VIEWS_FILE = SQL_DIR / "views.sql"
@@ -77,19 +75,6 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class CorruptShardWarning(UserWarning):
-    pass
-
-
-def unreadable(path: Path) -> str | None:
-    """Why a shard's Parquet footer cannot be read, or None when it can."""
-    try:
-        pq.read_metadata(path)
-        return None
-    except (OSError, pa.ArrowException) as err:
-        return str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-
-
 def render_views(lake: Lake) -> str:
     """views.sql with the lake's root filled in, empty relations for tables without shards, and corrupt
     shards left out (with a warning naming each), so one bad file does not make a whole table unreadable."""
@@ -104,8 +89,7 @@ def render_views(lake: Lake) -> str:
         if not bad:  # the glob itself, so shards written later show up in the same connection
             return match.group(0).replace("'{lake}/", sql_literal(str(root) + "/")[:-1], 1)
         for path, why in bad.items():
-            warnings.warn(f"skipping corrupt shard {path} ({why}); delete it and repeat the command that wrote "
-                          "it to rewrite it", CorruptShardWarning, stacklevel=4)
+            warn_skipped(path, why, stacklevel=4)
         good = [f for f in files if f not in bad]
         if not good:
             return empty_relation(TABLE_SCHEMAS[table])

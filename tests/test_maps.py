@@ -139,3 +139,26 @@ def test_subset_layout_is_saved_beside_the_full_one(lake):
     assert maps.raw_neighbours(connect(lake["root"]), lake["root"], new, int(ids[0]), 5)[0]  # graph still found
     with pytest.raises(EmbedError):
         embed_subset(lake["root"], key, [10**9, 10**9 + 1, 10**9 + 2])
+
+
+def test_a_corrupt_samples_shard_is_named_and_its_points_left_out(lake, tmp_path):
+    from store.shards import CorruptShardWarning
+
+    root = tmp_path / "lake"
+    shutil.copytree(lake["root"], root)
+    key = digits_key(lake)
+    before = maps.load_points(root, key)
+    shard = sorted((root / "samples" / key.run_id).glob("chunk-000001.parquet"))[0]
+    torn_ids = pq.read_table(shard, columns=["sample_id"]).column("sample_id").to_pylist()
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.warns(CorruptShardWarning, match="chunk-000001.parquet"):
+        after = maps.load_points(root, key)
+    assert set(after.frame["sample_id"]) == set(before.frame["sample_id"]) - set(torn_ids)
+    assert 0 < len(after) < len(before)
+
+
+def test_extent_covers_every_point(lake):
+    points = maps.load_points(lake["root"], digits_key(lake))
+    x0, x1, y0, y1 = points.extent
+    assert (x0, x1) == (points.frame["x"].min(), points.frame["x"].max())
+    assert (y0, y1) == (points.frame["y"].min(), points.frame["y"].max())
