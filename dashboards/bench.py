@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,9 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-extensions", "--no-first-run"]
+from dashboards.browser import free_port, launch
+
 CLUSTERS = 400
 PROMPTS = [f"prompt {i}: a photo of subject {i}" for i in range(100)]
 
@@ -65,12 +63,6 @@ RASTER_JS = """
   return null;
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -178,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     with tempfile.TemporaryDirectory(prefix="dmd2-lens-dash-bench-") as tmp, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        browser = launch(playwright)
         for n in (int(s) for s in args.sizes.split(",")):
             result = bench_size(n, browser, Path(tmp), args.repeats)
             print(json.dumps(result), flush=True)

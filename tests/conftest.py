@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dashboards.browser import CHROMIUM, free_port, launch
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 # Tests never touch the network, and never see a user's hub cache: an empty one, offline.
@@ -98,9 +100,6 @@ def embedded_lake(tmp_path_factory, digits_lake) -> dict:
 
 # --- the browser: Debian's Chromium driven by Playwright ------------------------------------------
 
-CHROMIUM = os.environ.get("DMD2_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-extensions", "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
@@ -114,17 +113,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        instance = launch(playwright)
         yield instance
         instance.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
