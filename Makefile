@@ -86,13 +86,17 @@ demo: setup  ## one command from a fresh clone: ingest the embedded digits model
 	$(PY) -m ingest run --model digits-edm --run-id demo-digits-edm --lake $(LAKE) --layers '$(DEMO_LAYERS)' \
 		--per-class $(DEMO_PER_CLASS) --seed $(SEED)
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
+	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --step 0
+	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm --steps 0,0
+	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm
+	$(PY) -m store diversity --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
 	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT)
 
 compare: setup  ## paired runs, per layer: make compare RUNS=demo-digits-dmd2,demo-digits-edm STEPS=0,0
 	$(PY) -m store compare --lake $(LAKE) --runs $(RUNS) $(if $(STEPS),--steps $(STEPS))
 
-diversity: setup  ## per-class diversity of a layer: make diversity RUN=... LAYER=dec.4x4_block1
-	$(PY) -m store diversity --lake $(LAKE) --run $(RUN) --layer $(LAYER)
+diversity: setup  ## per-class diversity: make diversity RUN=a[,b] [LAYER=dec.4x4_block1] (default: every layer)
+	$(PY) -m store diversity --lake $(LAKE) --run $(RUN) $(if $(LAYER),--layer $(LAYER))
 
 sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")
@@ -109,9 +113,10 @@ DASH_BENCH_SIZES ?= 1000000,10000000
 bench-dashboard: setup  ## the dashboard in Chromium on synthetic lakes: make bench-dashboard DASH_BENCH_SIZES=1000000
 	$(PY) -m dashboards.bench --sizes $(DASH_BENCH_SIZES)
 
-screenshot: setup  ## refresh docs/explorer.png (the README's screenshot) from the browser tests
-	$(PY) -m pytest tests/test_explorer.py -k click_shows -q
+screenshot: setup  ## refresh docs/explorer.png and docs/compare.png (the README's screenshots) from the browser tests
+	$(PY) -m pytest tests/test_explorer.py tests/test_comparison_view.py -k "click_shows or compare_tab" -q
 	cp .cache/screenshots/explorer.png docs/explorer.png
+	cp .cache/screenshots/compare.png docs/compare.png
 
 gpu-check: setup  ## GPU throughput of the real-size ImageNet-64 and SDXL generators, random weights (one ~10 min run)
 	$(PY) -m ingest.gpu_check --device cuda

@@ -26,33 +26,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dashboards.browser import free_port, launch
+from dashboards.browser import PLOT_JS, free_port, launch
 
 CLUSTERS = 400
 PROMPTS = [f"prompt {i}: a photo of subject {i}" for i in range(100)]
 
-# The Bokeh plot's frame and ranges, and a handle on the map's raster, read in the page.
-PLOT_JS = """
-() => {
-  const roots = Bokeh.index instanceof Map ? [...Bokeh.index.values()] : Object.values(Bokeh.index);
-  const seen = new Set();
-  let found = null;
-  function walk(v) {
-    if (!v || seen.has(v) || found) return;
-    seen.add(v);
-    if (v.frame && v.model && v.model.x_range && v.canvas_view) {
-      const r = v.canvas_view.el.getBoundingClientRect();
-      found = {x0: v.model.x_range.start, x1: v.model.x_range.end, y0: v.model.y_range.start,
-               y1: v.model.y_range.end, left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
-               width: v.frame.bbox.width, height: v.frame.bbox.height};
-      return;
-    }
-    for (const c of (v.child_views ? [...v.child_views] : [])) walk(c);
-  }
-  roots.forEach(walk);
-  return found;
-}
-"""
 RASTER_JS = """
 () => {
   for (const doc of Bokeh.documents) {

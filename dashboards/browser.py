@@ -21,3 +21,54 @@ def free_port() -> int:
 def launch(playwright):
     """Headless Chromium from CHROMIUM ($DMD2_CHROMIUM overrides the path)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+
+
+# The first Bokeh plot's frame and ranges, and its position in the page, read in the page.
+PLOT_JS = """
+() => {
+  const plots = (ALL_PLOTS)();
+  return plots.length ? plots[0] : null;
+}
+"""
+# Every visible Bokeh plot's frame, data ranges and page position, top to bottom, left to right.
+ALL_PLOTS_JS = """
+() => {
+  const roots = Bokeh.index instanceof Map ? [...Bokeh.index.values()] : Object.values(Bokeh.index);
+  const seen = new Set();
+  const found = [];
+  function walk(v) {
+    if (!v || seen.has(v)) return;
+    seen.add(v);
+    if (v.frame && v.model && v.model.x_range && v.canvas_view) {
+      const r = v.canvas_view.el.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0 && v.el.isConnected) {
+        found.push({x0: v.model.x_range.start, x1: v.model.x_range.end, y0: v.model.y_range.start,
+                    y1: v.model.y_range.end, left: r.left + v.frame.bbox.left, top: r.top + v.frame.bbox.top,
+                    width: v.frame.bbox.width, height: v.frame.bbox.height, id: v.model.id});
+      }
+      return;
+    }
+    for (const c of (v.child_views ? [...v.child_views] : [])) walk(c);
+  }
+  roots.forEach(walk);
+  found.sort((a, b) => (Math.round(a.top) - Math.round(b.top)) || (a.left - b.left));
+  return found;
+}
+"""
+PLOT_JS = PLOT_JS.replace("(ALL_PLOTS)", "(" + ALL_PLOTS_JS.strip() + ")")
+# For each visible plot (same order as ALL_PLOTS_JS): the roles of its marker points ("selected", ...).
+MARKER_ROLES_JS = """
+() => {
+  const plots = (ALL_PLOTS)();
+  const model = (id) => { for (const d of Bokeh.documents) { const m = d.get_model_by_id(id); if (m) return m; } };
+  return plots.map(p => {
+    const roles = [];
+    for (const r of model(p.id).renderers) {
+      // HoloViews names the column it colours by (the role) `color`
+      const data = r.data_source && r.data_source.data;
+      if (r.glyph && r.glyph.type === 'Scatter' && data && data.color) roles.push(...data.color);
+    }
+    return roles;
+  });
+}
+""".replace("(ALL_PLOTS)", "(" + ALL_PLOTS_JS.strip() + ")")

@@ -1,99 +1,32 @@
 """The explorer: one layout of one layer as a datashader-rasterized map, with filters, hover
-thumbnails, click-to-inspect raw-space neighbours, box/lasso galleries and background re-layout.
+thumbnails, click-to-inspect raw-space neighbours, box/lasso galleries and background re-layout; beside
+it, tabs for linked layouts side by side (`linked_maps`), paired-run comparison (`comparison_view`) and
+per-class diversity (`diversity_view`).
 
 Served by `make serve` (`python -m dashboards serve`, which runs `panel serve` on this file). Reads the
 lake only through `store` (the lake folder comes from $DMD2_LENS_LAKE). URL parameters pre-select a view:
-`?run=...&layer=...&step=...&sample=...&classes=3,5`.
+`?run=...&layer=...&step=...&sample=...&classes=3,5&tab=side`.
 """
 
 from __future__ import annotations
 
-import html
 import os
 import threading
 
-import colorcet
-import datashader as ds
-import datashader.transfer_functions as tf
 import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
 
+from dashboards.render import (MAP_HEIGHT, MAP_WIDTH, MARKER_COLOURS, category_colour, esc, home_range,
+                               html_pane, image_url, marker_frame, quick_range_updates, shade)
 from store import connect, maps
 
 LAKE_ENV = "DMD2_LENS_LAKE"
-MAP_WIDTH, MAP_HEIGHT = 760, 620
-MAX_BLENDED_CATEGORIES = 40  # above this, a pixel shows one category (count_cat would need an array per category)
 GALLERY_PAGE = 48
 ZOOM_DEBOUNCE_MS = 20
-LOD_TIMEOUT_MS = 60
-PALETTE = list(colorcet.b_glasbey_category10)
-PALETTE_RGBA = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] + [255] for c in PALETTE], dtype=np.uint8)
 COLOUR_CHOICES = {"class / prompt": "label", "tag": "tags", "density": "density",
                   "neighbour audit (k-NN overlap)": "knn_overlap"}
-MARKER_COLOURS = {"selected": "#e4002b", "neighbour": "#ffb000", "collected": "#00a2ff"}
-
-CSS = """
-.lens-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
-.lens-thumb { width: 76px; font-size: 11px; text-align: center; overflow: hidden; }
-.lens-thumb img, .lens-hover-card img, .lens-selected-sample img { image-rendering: pixelated; background: #000; }
-.lens-thumb img { width: 64px; height: 64px; display: block; margin: auto; }
-.lens-selected-sample img { width: 192px; height: 192px; }
-.lens-hover-card img { width: 96px; height: 96px; }
-.lens-meta td { padding: 0 6px; font-size: 12px; }
-.lens-legend span.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
-.lens-legend div { font-size: 12px; white-space: nowrap; }
-"""
-
-
-def html_pane(text: str = "", **options) -> pn.pane.HTML:
-    """An HTML pane with the explorer's styles (panes render in their own shadow DOM)."""
-    return pn.pane.HTML(text, stylesheets=[CSS], **options)
-
-
-def esc(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def image_url(run_id: str, chunk: int, sample_id: int, thumb: bool = True) -> str:
-    return f"/image/{run_id}/{int(chunk)}/{int(sample_id)}" + ("/thumb" if thumb else "")
-
-
-def category_colour(code: int) -> str:
-    return PALETTE[code % len(PALETTE)]
-
-
-def shade(frame: pd.DataFrame, colour: str, x_range: tuple, y_range: tuple, categories: list[str],
-          span: tuple[float, float], width: int = MAP_WIDTH, height: int = MAP_HEIGHT) -> np.ndarray:
-    """An RGBA image (rows top to bottom, width x height pixels) of the points in view, coloured by `colour`."""
-    canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
-    if colour in ("label", "tags") and 0 < len(categories) <= MAX_BLENDED_CATEGORIES:
-        agg = canvas.points(frame, "x", "y", ds.count_cat(colour))
-        image = tf.shade(agg, color_key=[category_colour(i) for i in range(len(categories))], min_alpha=200)
-    elif colour in ("label", "tags"):  # one category per pixel, coloured from a fixed lookup table
-        values = canvas.points(frame, "x", "y", ds.max(f"{colour}_code"))
-        codes = values.to_numpy()
-        rgba = np.zeros(codes.shape + (4,), dtype=np.uint8)
-        filled = np.isfinite(codes) & (codes >= 0)
-        rgba[filled] = PALETTE_RGBA[codes[filled].astype(np.int64) % len(PALETTE_RGBA)]
-        image = tf.Image(rgba.view(np.uint32)[..., 0], coords=values.coords, dims=values.dims)
-    elif colour == "density":
-        image = tf.shade(canvas.points(frame, "x", "y", ds.count()), cmap=colorcet.fire[40:], how="eq_hist")
-    else:
-        image = tf.shade(canvas.points(frame, "x", "y", ds.mean(colour)), cmap=colorcet.bmy, how="linear", span=span)
-    # Few points: a fixed spread keeps single points visible; many: spread only where the view is sparse.
-    fixed = 2 if len(frame) < 20_000 else 1 if len(frame) < 200_000 else 0
-    image = tf.dynspread(tf.spread(image, px=fixed) if fixed else image, threshold=0.6, max_px=3)
-    rgba = image.to_numpy().view(np.uint8).reshape(height, width, 4)
-    return rgba[::-1]
-
-
-def quick_range_updates(plot, element) -> None:
-    """Bokeh reports a wheel zoom's new range only once the interaction has been idle for `lod_timeout`
-    (500 ms by default); the raster is ready in ~40 ms, so ask for the range sooner."""
-    plot.state.lod_timeout = LOD_TIMEOUT_MS
-    plot.state.lod_interval = LOD_TIMEOUT_MS
 
 
 class Explorer:
@@ -307,11 +240,8 @@ class Explorer:
 
     def _render(self, x_range=None, y_range=None, width=None, height=None, scale=None) -> hv.RGB:
         frame = self.view_frame
-        x0, x1, y0, y1 = self.points.extent
-        full_x, full_y = (x0, x1), (y0, y1)
-        pad_x, pad_y = 0.03 * (full_x[1] - full_x[0] or 1), 0.03 * (full_y[1] - full_y[0] or 1)
-        x_range = x_range or (full_x[0] - pad_x, full_x[1] + pad_x)
-        y_range = y_range or (full_y[0] - pad_y, full_y[1] + pad_y)
+        home_x, home_y = home_range(self.points.extent)
+        x_range, y_range = x_range or home_x, y_range or home_y
         column = self.colour.value
         span = (0.0, 1.0)
         width, height = max(int(width or MAP_WIDTH), 1), max(int(height or MAP_HEIGHT), 1)
@@ -422,13 +352,24 @@ class Explorer:
         roles += [(i, "neighbour") for i in self.neighbour_ids]
         if self.selected_id is not None:
             roles.append((self.selected_id, "selected"))
-        ids = np.array([i for i, _ in roles], dtype=np.int64)
-        rows = self.points.rows_of(ids)
-        found = rows >= 0
-        frame = self.points.frame
-        self.markers.send(pd.DataFrame({"x": frame["x"].to_numpy()[rows[found]],
-                                        "y": frame["y"].to_numpy()[rows[found]],
-                                        "role": [r for (_, r), f in zip(roles, found) if f]}))
+        self.markers.send(marker_frame(self.points, roles))
+
+    def show_label(self, run_id: str, layer: str, label: str) -> None:
+        """Filter the map to one class ("3: 3") or prompt of a run, on this layer when it is laid out."""
+        from dashboards.diversity_view import class_id_of
+
+        runs = list(self.run.options.values())
+        if run_id in runs:
+            self.run.value = run_id
+        if layer in self.layer.options:
+            self.layer.value = layer
+        class_id = class_id_of(label)
+        if class_id is not None and self.points.has_classes:
+            self.prompt.value = ""
+            self.classes.value = [class_id]
+        else:
+            self.classes.value = []
+            self.prompt.value = label
 
     # --- collected set ----------------------------------------------------------------------------
 
@@ -503,7 +444,7 @@ class Explorer:
 
         try:
             new_key = embed_subset(self.lake, key, ids, params)
-            message, error = None, None
+            error = None
         except Exception as err:  # shown to the user; the map stays usable
             new_key, error = None, f"{type(err).__name__}: {err}"
 
@@ -541,16 +482,48 @@ class Explorer:
         return pn.Row(sidebar, pn.Column(self.plot, gallery), inspector)
 
 
+TABS = {"map": 0, "side": 1, "compare": 2, "diversity": 3}
+
+
 def app() -> pn.viewable.Viewable:
+    """The page: the map, and tabs for layouts side by side, paired-run comparison and diversity (each
+    built when first opened). `?tab=side|compare|diversity` opens one directly."""
+    from dashboards.comparison_view import ComparisonView
+    from dashboards.diversity_view import DiversityView
+    from dashboards.linked_maps import SideBySide
+
     lake = os.environ.get(LAKE_ENV, "lake")
     args = {k: v[0].decode("utf-8", "replace") for k, v in (pn.state.session_args or {}).items() if v}
     try:
-        return Explorer(lake, args).view()
+        explorer = Explorer(lake, args)
     except RuntimeError as err:
         return html_pane(f"<div class='lens-error'>{esc(err)}</div>")
+    tabs = pn.Tabs(("Map", explorer.view()), ("Side by side", pn.Column()), ("Compare runs", pn.Column()),
+                   ("Diversity", pn.Column()), dynamic=True)
+
+    def show_on_map(run_id: str, layer: str, label: str) -> None:
+        explorer.show_label(run_id, layer, label)
+        tabs.active = TABS["map"]
+
+    builders = {
+        TABS["side"]: lambda: SideBySide(lake, explorer.con, explorer.layouts).view(),
+        TABS["compare"]: lambda: ComparisonView(lake, explorer.con, explorer.layouts).view(),
+        TABS["diversity"]: lambda: DiversityView(lake, explorer.con, show_on_map).view(),
+    }
+
+    def build(index: int) -> None:
+        if index in builders:
+            tabs[index].objects = [builders.pop(index)()]
+
+    tabs.param.watch(lambda event: build(event.new), "active")
+    if args.get("tab") in TABS:
+        tabs.active = TABS[args["tab"]]
+    elif "tab" in args:
+        explorer._notice(f"ignored URL parameter tab={args['tab']!r}: use one of {', '.join(TABS)}")
+    return tabs
 
 
-pn.extension(notifications=False)
+pn.extension("tabulator", notifications=False)
 hv.extension("bokeh", logo=False)
 # HoloViews waits for 100 ms of quiet before sending a new view range; a raster of the new view costs
 # ~40 ms at 1M points, so answer sooner.

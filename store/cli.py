@@ -49,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--steps", help="steps to compare, A,B (default: each run's last step)")
     compare.set_defaults(handler=run_compare)
 
-    div = commands.add_parser("diversity", help="per-class (or per-prompt) diversity of one layer: mode-collapse signals")
+    div = commands.add_parser("diversity", help="per-class (or per-prompt) diversity per layer: mode-collapse signals")
     div.add_argument("--lake", default="lake")
-    div.add_argument("--run", required=True)
-    div.add_argument("--layer", required=True)
+    div.add_argument("--run", required=True, help="run id, or comma-separated run ids")
+    div.add_argument("--layer", help="layer, or comma-separated layers (default: every captured layer)")
     div.add_argument("--pool", default="mean")
     div.add_argument("--step", type=int)
     div.add_argument("--threshold", type=float, default=0.01, help="cosine distance of a near-duplicate pair")
@@ -123,14 +123,23 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_diversity(args: argparse.Namespace) -> int:
+    from ingest.lake import Lake
     from store.diversity import diversity
+    from store.embed import captured_layers
 
     require_lake(args.lake)
-    table = diversity(args.lake, args.run, args.layer, args.pool, args.step, threshold=args.threshold)
-    print(f"{'class or prompt':<28} {'samples':>7} {'distance':>8} {'purity':>6} {'near-dup':>8} {'vendi':>6}")
-    for row in table.to_pylist():
-        print(f"{row['label'][:28]:<28} {row['samples']:>7} {row['mean_pairwise_distance']:>8.3f} "
-              f"{row['knn_purity']:>6.3f} {row['near_duplicate_pairs']:>8} {row['vendi_score']:>6.2f}")
+    for run_id in [r.strip() for r in args.run.split(",") if r.strip()]:
+        layers = ([layer.strip() for layer in args.layer.split(",") if layer.strip()] if args.layer
+                  else captured_layers(Lake(args.lake), run_id, args.pool))
+        if not layers:
+            raise ValueError(f"run {run_id} has no captured layers with pooling {args.pool} in {args.lake}")
+        for layer in layers:
+            table = diversity(args.lake, run_id, layer, args.pool, args.step, threshold=args.threshold)
+            print(f"{run_id} · {layer} · step {table.column('step')[0].as_py()}")
+            print(f"  {'class or prompt':<28} {'samples':>7} {'distance':>8} {'purity':>6} {'near-dup':>8} {'vendi':>6}")
+            for row in table.to_pylist():
+                print(f"  {row['label'][:28]:<28} {row['samples']:>7} {row['mean_pairwise_distance']:>8.3f} "
+                      f"{row['knn_purity']:>6.3f} {row['near_duplicate_pairs']:>8} {row['vendi_score']:>6.2f}")
     print("most collapsed first (lowest Vendi score: the effective number of distinct samples); distance: mean "
           f"pairwise cosine distance; near-dup: pairs closer than {args.threshold:g}")
     return 0

@@ -92,3 +92,32 @@ def step_of(lake: Lake, run_id: str, layer: str, pooling: str) -> int:
     from store.neighbours import resolve_step
 
     return resolve_step(lake, run_id, layer, pooling, None)
+
+
+# --- reading stored comparisons (the dashboard's comparison view) ------------------------------------
+
+def stored_comparisons(con) -> list[dict]:
+    """Every stored comparison: one dict per (run_a, run_b, pooling, k, step_a, step_b)."""
+    rows = con.sql("SELECT DISTINCT run_a, run_b, pooling, k, step_a, step_b FROM comparisons "
+                   "ORDER BY run_a, run_b, pooling, k, step_a, step_b").fetchall()
+    return [dict(zip(("run_a", "run_b", "pooling", "k", "step_a", "step_b"), r)) for r in rows]
+
+
+def comparison_table(con, run_a: str, run_b: str, pooling: str, k: int, step_a: int, step_b: int):
+    """One stored comparison's rows as a DataFrame, layers in capture order (input to output)."""
+    from store.maps import run_layers
+
+    frame = con.sql("SELECT * FROM comparisons WHERE run_a = $a AND run_b = $b AND pooling = $pooling AND k = $k "
+                    "AND step_a = $sa AND step_b = $sb",
+                    params={"a": run_a, "b": run_b, "pooling": pooling, "k": int(k), "sa": int(step_a),
+                            "sb": int(step_b)}).df()
+    order = run_layers(con, run_a)
+    frame["depth"] = [order.index(layer) if layer in order else len(order) for layer in frame["layer"]]
+    return frame.sort_values(["depth", "layer"]).drop(columns="depth").reset_index(drop=True)
+
+
+def partners(con, run_id: str) -> list[str]:
+    """Runs compared with this one (paired: same plan), e.g. the teacher of a student."""
+    rows = con.sql("SELECT DISTINCT CASE WHEN run_a = $r THEN run_b ELSE run_a END FROM comparisons "
+                   "WHERE (run_a = $r OR run_b = $r) AND run_a <> run_b ORDER BY 1", params={"r": run_id}).fetchall()
+    return [r[0] for r in rows]

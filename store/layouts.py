@@ -130,14 +130,20 @@ def layout(vectors: np.ndarray, params: LayoutParams, knn: tuple[np.ndarray, np.
     return xy
 
 
-def procrustes_align(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """`moving` rotated (or reflected), uniformly scaled and shifted onto `reference` (same rows)."""
+def procrustes_fit(reference: np.ndarray, moving: np.ndarray):
+    """The rotation (or reflection), uniform scale and shift taking `moving` onto `reference` (same rows),
+    as a function applicable to any points in `moving`'s coordinates."""
     ref_mean, mov_mean = reference.mean(0), moving.mean(0)
     ref, mov = reference - ref_mean, moving - mov_mean
     u, s, vt = np.linalg.svd(mov.T @ ref)
     rotation = u @ vt
     scale = s.sum() / max((mov**2).sum(), 1e-12)
-    return (mov @ rotation * scale + ref_mean).astype(np.float32)
+    return lambda xy: (xy - mov_mean) @ rotation * scale + ref_mean
+
+
+def procrustes_align(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """`moving` rotated (or reflected), uniformly scaled and shifted onto `reference` (same rows)."""
+    return procrustes_fit(reference, moving)(moving).astype(np.float32)
 
 
 def mean_displacement(a: np.ndarray, b: np.ndarray) -> float:

@@ -259,7 +259,7 @@ def load_points(lake: Lake | str, key: LayoutKey) -> MapPoints:
     return MapPoints(key, frame, class_names, model)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)  # a session may show up to six at once (map, 4 side by side, ...)
 def cached_points(lake_root: str, key: LayoutKey, stamp: float) -> MapPoints:
     """load_points shared by every session of a server (`stamp`: the layout file's mtime)."""
     return load_points(lake_root, key)
@@ -269,6 +269,35 @@ def points_for(lake: Lake | str, key: LayoutKey) -> MapPoints:
     lake = as_lake(lake)
     info = lake.fs.get_file_info(lake.path(*key.parts()))
     return cached_points(lake.root, key, info.mtime_ns or 0)
+
+
+def aligned_onto(reference: MapPoints, moving: MapPoints) -> MapPoints:
+    """`moving` with its coordinates rotated (or reflected), scaled and shifted onto `reference` by
+    Procrustes over the samples both layouts hold, so the same sample sits in about the same place when
+    two layouts (of paired runs, or of layers and steps not aligned at embed time) are shown side by side."""
+    from store.layouts import procrustes_fit
+
+    rows_ref = reference.rows_of(moving.frame["sample_id"].to_numpy())
+    shared = rows_ref >= 0
+    if shared.sum() < 3:
+        return moving
+    mov_xy = moving.frame[["x", "y"]].to_numpy(np.float64)
+    fitted = procrustes_fit(reference.frame[["x", "y"]].to_numpy(np.float64)[rows_ref[shared]], mov_xy[shared])
+    moved = fitted(mov_xy).astype(np.float32)
+    frame = moving.frame.assign(x=moved[:, 0], y=moved[:, 1])
+    return MapPoints(moving.key, frame, moving.class_names, moving.model)
+
+
+def sample_rows(con, run_id: str, sample_ids: list[int]) -> pd.DataFrame:
+    """Metadata of some samples of a run (no images), in the order asked; absent ids are left out."""
+    ids = [int(i) for i in sample_ids]
+    frame = con.sql("SELECT sample_id, chunk, seed, class_id, class_name, prompt FROM points "
+                    "WHERE run_id = $run AND list_contains($ids, sample_id)",
+                    params={"run": run_id, "ids": ids}).df()
+    frame["label"] = [f"{c}: {n}" if pd.notna(c) else str(p) for c, n, p in
+                      zip(frame["class_id"], frame["class_name"], frame["prompt"])]
+    position = {sample: i for i, sample in enumerate(ids)}
+    return frame.sort_values("sample_id", key=lambda s: s.map(position)).reset_index(drop=True)
 
 
 # --- raw-space neighbours --------------------------------------------------------------------------

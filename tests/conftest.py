@@ -7,6 +7,7 @@ their absence fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -98,6 +99,34 @@ def embedded_lake(tmp_path_factory, digits_lake) -> dict:
     return {"lake": lake, "results": results, "run_id": digits_lake["result"].run_id}
 
 
+@pytest.fixture(scope="session")
+def paired_lake(tmp_path_factory, digits_lake, embedded_lake) -> dict:
+    """`embedded_lake` plus the teacher (`digits-edm`) on the same plan, laid out at its last step and at
+    step 0, compared with the student at steps 0/0 and at each run's last step, and with per-class
+    diversity of every layer of both runs: what `make demo` builds, small (do not modify)."""
+    import shutil
+
+    from ingest.run import IngestConfig, run_ingest
+    from store.compare import compare_runs
+    from store.diversity import diversity
+    from store.embed import embed_run
+
+    lake = tmp_path_factory.mktemp("paired") / "lake"
+    shutil.copytree(embedded_lake["lake"], lake)
+    student = digits_lake["config"]
+    teacher = run_ingest(IngestConfig(model="digits-edm", lake=str(lake), n=student.n, layers=DIGITS_LAYERS,
+                                      poolings=student.poolings, seed=student.seed, batch=50,
+                                      chunk_size=student.chunk_size, progress=False)).run_id
+    embed_run(str(lake), teacher, progress=False)
+    embed_run(str(lake), teacher, step=0, progress=False)
+    compare_runs(lake, embedded_lake["run_id"], teacher, step_a=0, step_b=0)
+    compare_runs(lake, embedded_lake["run_id"], teacher)
+    for run_id in (embedded_lake["run_id"], teacher):
+        for layer in DIGITS_LAYERS.split(","):
+            diversity(lake, run_id, layer)
+    return {"lake": lake, "student": embedded_lake["run_id"], "teacher": teacher}
+
+
 # --- the browser: Debian's Chromium driven by Playwright ------------------------------------------
 
 
@@ -157,3 +186,71 @@ class Server:
         except Exception:
             self.process.kill()
         self.log.close()
+
+
+@contextlib.contextmanager
+def checked_page(browser, server: "Server"):
+    """A browser page that records console errors, page errors and dialogs (as `problems`, `dialogs`);
+    on leaving, the server's log must show no new traceback."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    page.problems, page.dialogs = [], []
+    page.on("console", lambda m: page.problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    logged = len(server.output())
+    yield page
+    context.close()
+    assert server_errors(server.output()[logged:]) == []
+
+
+def server_errors(log: str) -> list[str]:
+    """Tracebacks in a server's log, except a closed websocket (a test closing its browser tab)."""
+    blocks = log.split("Traceback (most recent call last):")[1:]
+    return [b for b in blocks if "WebSocketClosedError" not in b and "StreamClosedError" not in b]
+
+
+@pytest.fixture(scope="session")
+def paired_server(paired_lake, tmp_path_factory):
+    """`python -m dashboards serve` on a copy of the paired lake (the copy may be written to)."""
+    import shutil
+
+    lake = tmp_path_factory.mktemp("paired-served") / "lake"
+    shutil.copytree(paired_lake["lake"], lake)
+    server = Server(lake)
+    yield {"url": server.url, "lake": lake, "student": paired_lake["student"], "teacher": paired_lake["teacher"],
+           "server": server}
+    server.stop()
+
+
+@pytest.fixture()
+def paired_page(browser, paired_server):
+    with checked_page(browser, paired_server["server"]) as page:
+        yield page
+
+
+def isolated_point(points, rng) -> int:
+    """A row of a layout (`store.maps.MapPoints`) whose nearest other point is far enough that a click
+    cannot pick a neighbour instead."""
+    import numpy as np
+
+    xy = points.frame[["x", "y"]].to_numpy()
+    span = xy.max(0) - xy.min(0)
+    for row in rng.permutation(len(xy)):
+        d = np.abs((xy - xy[row]) / span)
+        d[row] = np.inf
+        if (d.max(1) > 0.04).all():
+            return int(row)
+    raise AssertionError("no isolated point in the layout")
+
+
+def images_loaded(page, selector: str) -> bool:
+    return page.locator(selector).evaluate_all(
+        "els => els.length > 0 && els.every(e => e.complete && e.naturalWidth > 0)")
+
+
+def click_in_plot(page, plot: dict, x: float, y: float) -> None:
+    """Click data point (x, y) of a plot whose geometry came from ALL_PLOTS_JS / PLOT_JS."""
+    px = plot["left"] + (x - plot["x0"]) / (plot["x1"] - plot["x0"]) * plot["width"]
+    py = plot["top"] + (plot["y1"] - y) / (plot["y1"] - plot["y0"]) * plot["height"]
+    page.mouse.click(px, py)

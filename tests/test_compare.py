@@ -13,14 +13,10 @@ from tests.conftest import DIGITS_LAYERS
 
 
 @pytest.fixture(scope="module")
-def paired(digits_lake, tmp_path_factory) -> dict:
-    lake = tmp_path_factory.mktemp("paired") / "lake"
-    shutil.copytree(digits_lake["lake"], lake)
-    student = digits_lake["config"]
-    teacher = run_ingest(IngestConfig(model="digits-edm", lake=str(lake), n=student.n, layers=DIGITS_LAYERS,
-                                      poolings=student.poolings, seed=student.seed, batch=50,
-                                      chunk_size=student.chunk_size, progress=False))
-    return {"lake": lake, "student": digits_lake["result"].run_id, "teacher": teacher.run_id}
+def paired(paired_lake, tmp_path_factory) -> dict:
+    lake = tmp_path_factory.mktemp("compare") / "lake"
+    shutil.copytree(paired_lake["lake"], lake)
+    return {"lake": lake, "student": paired_lake["student"], "teacher": paired_lake["teacher"]}
 
 
 def test_a_run_against_itself_is_identical(paired):
@@ -52,3 +48,15 @@ def test_unpaired_runs_are_refused(paired, tmp_path):
                                     progress=False))
     with pytest.raises(PairingError, match="are not paired"):
         compare_runs(lake, paired["student"], other.run_id)
+
+
+def test_stored_comparisons_read_back_in_capture_order(paired):
+    from store.compare import comparison_table, partners, stored_comparisons
+
+    con = connect(paired["lake"])
+    stored = [c for c in stored_comparisons(con) if c["run_b"] == paired["teacher"]]
+    assert [(c["step_a"], c["step_b"]) for c in stored] == [(0, 0), (0, 7)]  # the teacher samples in 8 steps
+    table = comparison_table(con, **stored[0])
+    assert table["layer"].tolist() == DIGITS_LAYERS.split(",")
+    assert partners(con, paired["student"]) == [paired["teacher"]]
+    assert partners(con, paired["teacher"]) == [paired["student"]]

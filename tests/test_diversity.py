@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from store import connect
-from store.diversity import diversity
+from store.diversity import centred, diversity
 from store.metrics import vendi_score
 from store.vectors import load_matrix
 
@@ -30,14 +30,24 @@ def test_one_row_per_class_most_collapsed_first(lake):
     labels = connect(lake["root"]).sql("SELECT class_id FROM samples ORDER BY sample_id").fetchall()
     first = table[0]
     members = [i for i, (c,) in enumerate(labels) if first["label"].startswith(f"{c}:")]
-    assert first["vendi_score"] == pytest.approx(vendi_score(vectors[members]))
+    assert first["vendi_score"] == pytest.approx(vendi_score(centred(vectors)[members]), rel=1e-5)
+
+
+def test_centring_removes_the_shared_direction():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    spread = rng.normal(size=(50, 8)).astype(np.float32)
+    shifted = spread + 100.0  # a large common direction, as pooled activations have
+    assert np.allclose(centred(shifted), centred(spread), atol=1e-3)
+    assert vendi_score(shifted) < 1.1 < vendi_score(centred(shifted))
 
 
 def test_near_duplicates_follow_the_threshold_and_are_stored(lake):
-    loose = diversity(lake["root"], lake["run"], "enc.8x8_block0", threshold=1.0).to_pylist()
+    loose = diversity(lake["root"], lake["run"], "enc.8x8_block0", threshold=2.001).to_pylist()  # cosine distance <= 2
     assert all(r["near_duplicate_pairs"] == r["samples"] * (r["samples"] - 1) // 2 for r in loose)
     strict = diversity(lake["root"], lake["run"], "enc.8x8_block0", threshold=0.0).to_pylist()
     assert all(r["near_duplicate_pairs"] == 0 and r["example_pair"] == [] for r in strict)
     stored = connect(lake["root"]).sql("SELECT DISTINCT threshold FROM diversity WHERE layer = 'enc.8x8_block0'"
                                        " ORDER BY 1").fetchall()
-    assert stored == [(0.0,), (1.0,)]
+    assert stored == [(0.0,), (2.001,)]

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboards.bench import PLOT_JS as PLOT_GEOMETRY_JS  # the plot's frame and ranges, read in the page
+from dashboards.browser import PLOT_JS as PLOT_GEOMETRY_JS  # the plot's frame and ranges, read in the page
 from store import maps
 from store.neighbours import build_graph
 from store.synthetic import write_run
-from tests.conftest import REPO, Server
+from tests.conftest import REPO, Server, checked_page, images_loaded, isolated_point
 
 pytestmark = pytest.mark.browser
 
@@ -36,23 +36,8 @@ def served(embedded_lake, tmp_path_factory):
 
 @pytest.fixture()
 def page(browser, served):
-    context = browser.new_context(viewport={"width": 1500, "height": 1100})
-    page = context.new_page()
-    page.problems = []
-    page.dialogs = []
-    page.on("console", lambda m: page.problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.problems.append(str(e)))
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    logged = len(served["server"].output())
-    yield page
-    context.close()
-    assert server_errors(served["server"].output()[logged:]) == []
-
-
-def server_errors(log: str) -> list[str]:
-    """Tracebacks in the server's log, except a closed websocket (the test closing its browser tab)."""
-    blocks = log.split("Traceback (most recent call last):")[1:]
-    return [b for b in blocks if "WebSocketClosedError" not in b and "StreamClosedError" not in b]
+    with checked_page(browser, served["server"]) as page:
+        yield page
 
 
 def open_explorer(page, url: str, query: str = "") -> None:
@@ -83,18 +68,6 @@ def click_point(page, x: float, y: float) -> None:
     page.mouse.click(px, py)
 
 
-def isolated_point(points: maps.MapPoints, rng: np.random.Generator) -> int:
-    """A row whose nearest other point is far enough that a click cannot pick a neighbour instead."""
-    xy = points.frame[["x", "y"]].to_numpy()
-    span = xy.max(0) - xy.min(0)
-    for row in rng.permutation(len(xy)):
-        d = np.abs((xy - xy[row]) / span)
-        d[row] = np.inf
-        if (d.max(1) > 0.04).all():
-            return int(row)
-    raise AssertionError("no isolated point in the layout")
-
-
 def click_until_selected(page, x: float, y: float, sample_id: int, attempts: int = 3) -> None:
     """Click the point; a click that lands while the page is still syncing its first render can be
     dropped by the browser, so click again, as a user would (every attempt must pick this sample)."""
@@ -115,10 +88,6 @@ def wait_for_selected(page, sample_id: int) -> None:
 def neighbour_ids_on_page(page) -> list[int]:
     return [int(s) for s in page.locator(".lens-neighbours .lens-thumb").evaluate_all(
         "els => els.map(e => e.dataset.sample)")]
-
-
-def images_loaded(page, selector: str) -> bool:
-    return page.locator(selector).evaluate_all("els => els.length > 0 && els.every(e => e.complete && e.naturalWidth > 0)")
 
 
 def test_page_loads_and_draws_the_map(served, page):

@@ -162,3 +162,26 @@ def test_extent_covers_every_point(lake):
     x0, x1, y0, y1 = points.extent
     assert (x0, x1) == (points.frame["x"].min(), points.frame["x"].max())
     assert (y0, y1) == (points.frame["y"].min(), points.frame["y"].max())
+
+
+def test_aligned_onto_undoes_a_rotation_scale_and_shift(lake):
+    points = maps.load_points(lake["root"], digits_key(lake))
+    xy = points.frame[["x", "y"]].to_numpy(np.float64)
+    angle = 1.1
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved_xy = (xy @ rotation * 2.5 + [7.0, -3.0]) * [1, -1]  # and a reflection
+    moved = maps.MapPoints(points.key, points.frame.assign(x=moved_xy[:, 0].astype(np.float32),
+                                                           y=moved_xy[:, 1].astype(np.float32)),
+                           points.class_names, points.model)
+    aligned = maps.aligned_onto(points, moved)
+    assert np.allclose(aligned.frame[["x", "y"]].to_numpy(), xy, atol=1e-3)
+    assert aligned.extent == pytest.approx(points.extent, abs=1e-3)
+
+
+def test_sample_rows_keep_the_order_asked(lake):
+    con = connect(lake["root"])
+    rows = maps.sample_rows(con, "prompts", [7, 2, 999_999, 5])
+    assert rows["sample_id"].tolist() == [7, 2, 5]
+    assert set(rows["label"]) <= set(PROMPTS)
+    digits = maps.sample_rows(con, lake["run_id"], [3])
+    assert digits["label"].iat[0] == f"{digits['class_id'].iat[0]}: {digits['class_name'].iat[0]}"

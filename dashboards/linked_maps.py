@@ -1,0 +1,318 @@
+"""Linked small multiples: two to four layouts side by side, linked by sample id.
+
+Hovering a point marks the same sample in every panel; clicking selects it everywhere and lists its
+raw-space neighbours in each panel's layer (how many it keeps from the panel before); a box or lasso in
+one panel highlights that group in all of them, so it can be followed from layer to layer or step to
+step; class and prompt filters apply to every panel. Panels are Procrustes-aligned onto the first so a
+sample sits in about the same place in each.
+
+Sample ids link panels only when they name the same sample: layouts of one run, or of paired runs (one
+plan through two models). `SideBySide` is the explorer's tab for one run; the comparison tab uses
+`LinkedMaps` for a pair.
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from dashboards.render import (MARKER_COLOURS, category_colour, esc, home_range, html_pane, image_url,
+                               marker_frame, quick_range_updates, shade, thumb_card)
+from store import maps
+
+PANEL_WIDTH, PANEL_HEIGHT = 400, 360
+MAX_PANELS = 4
+NEIGHBOURS = 10
+
+
+class MapPanel:
+    """One layout in the grid: its points (aligned), the rows passing the filters, and its plot."""
+
+    def __init__(self, owner: "LinkedMaps", index: int, points: maps.MapPoints, title: str) -> None:
+        self.owner, self.index, self.points, self.title = owner, index, points, title
+        self.keep = np.ones(len(points), dtype=bool)
+        self.neighbour_ids: list[int] = []
+        self.range = hv.streams.RangeXY()
+        self.size = hv.streams.PlotSize()
+        self.markers = hv.streams.Pipe(data=pd.DataFrame({"x": [], "y": [], "role": []}))
+        self.map = hv.DynamicMap(self.render, streams=[self.range, self.size])
+        self.map.opts(width=PANEL_WIDTH, height=PANEL_HEIGHT, tools=["tap", "box_select", "lasso_select"],
+                      active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom", "reset"], xaxis=None,
+                      yaxis=None, bgcolor="#ffffff", toolbar="above", hooks=[quick_range_updates])
+        marker_layer = hv.DynamicMap(self.draw_markers, streams=[self.markers])
+        hv.streams.Tap(source=self.map, x=None, y=None).add_subscriber(self.on_tap)
+        hv.streams.PointerXY(source=self.map, x=None, y=None).add_subscriber(self.on_hover)
+        hv.streams.BoundsXY(source=self.map, bounds=None).add_subscriber(self.on_box)
+        hv.streams.Lasso(source=self.map, geometry=None).add_subscriber(self.on_lasso)
+        self.caption = html_pane(f"<div class='lens-panel-title'><b>{esc(title)}</b></div>", width=PANEL_WIDTH)
+        self.plot = pn.pane.HoloViews(self.map * marker_layer, sizing_mode="fixed", width=PANEL_WIDTH,
+                                      height=PANEL_HEIGHT)
+        self.view = pn.Column(self.caption, self.plot, css_classes=["lens-panel"])
+
+    def render(self, x_range=None, y_range=None, width=None, height=None, scale=None) -> hv.RGB:
+        home_x, home_y = home_range(self.points.extent)
+        x_range, y_range = x_range or home_x, y_range or home_y
+        frame = self.points.frame
+        shown = frame if self.keep.all() else frame[self.keep]
+        highlight = None
+        group = self.owner.group_ids
+        if group is not None:
+            rows = self.points.rows_of(group)
+            rows = rows[rows >= 0]
+            highlight = frame.iloc[rows[self.keep[rows]]]
+        categories = list(frame["label"].cat.categories)
+        width, height = max(int(width or PANEL_WIDTH), 1), max(int(height or PANEL_HEIGHT), 1)
+        rgba = shade(shown, "label", x_range, y_range, categories, (0.0, 1.0), width, height, highlight)
+        return hv.RGB(rgba, bounds=(x_range[0], y_range[0], x_range[1], y_range[1]), kdims=["x", "y"],
+                      vdims=["R", "G", "B", "A"])
+
+    def draw_markers(self, data: pd.DataFrame) -> hv.Points:
+        return hv.Points(data, kdims=["x", "y"], vdims=["role"]).opts(
+            color="role", cmap=MARKER_COLOURS, size=9, fill_alpha=0.0, line_width=2, marker="circle",
+            show_legend=False, tools=[])
+
+    def radius(self) -> float:
+        x_range = self.range.x_range or self.points.extent[:2]
+        return 12 * (x_range[1] - x_range[0]) / PANEL_WIDTH  # about 12 pixels
+
+    def sample_at(self, x, y, radius: float) -> int | None:
+        if x is None or y is None:
+            return None
+        row = self.points.nearest(x, y, radius, self.keep)
+        return None if row is None else int(self.points.frame["sample_id"].iat[row])
+
+    def on_hover(self, x=None, y=None) -> None:
+        sample = self.sample_at(x, y, self.radius() / 2)
+        if sample is not None:
+            self.owner.hover(sample)
+
+    def on_tap(self, x=None, y=None) -> None:
+        sample = self.sample_at(x, y, self.radius())
+        if sample is not None:
+            self.owner.select(sample)
+
+    def on_box(self, bounds=None) -> None:
+        if bounds is not None:
+            self.owner.set_group(self, self.points.in_box(*bounds, keep=self.keep))
+
+    def on_lasso(self, geometry=None) -> None:
+        if geometry is not None and len(geometry) > 2:
+            geometry = np.asarray(geometry)
+            self.owner.set_group(self, self.points.in_polygon(list(geometry[:, 0]), list(geometry[:, 1]),
+                                                              keep=self.keep))
+
+    def send_markers(self, roles: list[tuple[int, str]]) -> None:
+        self.markers.send(marker_frame(self.points, roles))
+
+
+class LinkedMaps:
+    """A grid of layouts linked by sample id, with shared filters, hover, selection and group."""
+
+    def __init__(self, lake: str, con) -> None:
+        self.lake, self.con = lake, con
+        self.panels: list[MapPanel] = []
+        self.group_ids: np.ndarray | None = None
+        self.selected_id: int | None = None
+        self.hover_id: int | None = None
+        self.classes = pn.widgets.MultiChoice(label="Classes", options={}, placeholder="all classes")
+        self.prompt = pn.widgets.TextInput(label="Prompt contains", placeholder="any prompt")
+        self.classes.param.watch(lambda e: self.apply_filters(), "value")
+        self.prompt.param.watch(lambda e: self.apply_filters(), "value")
+        self.clear_group = pn.widgets.Button(label="Clear group", disabled=True)
+        self.clear_group.on_click(lambda e: self.set_group(None, None))
+        self.count = html_pane("")
+        self.hover_card = html_pane("<i>hover over a map</i>", height=140)
+        self.group_info = html_pane("<i>box- or lasso-select in any panel to follow a group across panels</i>")
+        self.selection = html_pane("<i>click a point in any panel</i>", css_classes=["lens-linked-selection"])
+        self.grid = pn.GridBox(ncols=2)
+        self.notice = html_pane("")
+
+    # --- panels -------------------------------------------------------------------------------------
+
+    def show(self, keys: list[maps.LayoutKey], titles: list[str] | None = None, align: bool = True) -> None:
+        """Lay out these layouts (at most four) side by side; with `align`, each is Procrustes-fitted onto
+        the first over their shared samples."""
+        keys = list(keys)[:MAX_PANELS]
+        titles = titles or [f"{k.layer} · step {k.step}" for k in keys]
+        loaded = [maps.points_for(self.lake, key) for key in keys]
+        if align and loaded:
+            loaded = [loaded[0]] + [maps.aligned_onto(loaded[0], p) for p in loaded[1:]]
+        self.panels = [MapPanel(self, i, points, title) for i, (points, title) in enumerate(zip(loaded, titles))]
+        class_names = {}
+        for points in loaded:
+            class_names.update(points.class_names)
+        options = {f"{i}: {name}": i for i, name in sorted(class_names.items())}
+        self.classes.param.update(options=options, value=[v for v in self.classes.value if v in options.values()])
+        self.grid.ncols = len(self.panels) if len(self.panels) <= 3 else 2
+        self.grid.objects = [panel.view for panel in self.panels]
+        if self.group_ids is not None and not len(self.group_ids):
+            self.group_ids = None
+        self.apply_filters()
+        self.refresh_selection()
+
+    def apply_filters(self) -> None:
+        for panel in self.panels:
+            panel.keep = panel.points.mask(self.classes.value, self.prompt.value)
+        if self.panels:
+            shown = int(self.panels[0].keep.sum())
+            self.count.object = (f"<b class='lens-linked-shown'>{shown:,}</b> of {len(self.panels[0].points):,} "
+                                 "samples shown in each panel")
+        self.redraw()
+
+    def redraw(self) -> None:
+        for panel in self.panels:
+            panel.map.event()
+
+    # --- linked interactions --------------------------------------------------------------------------
+
+    def hover(self, sample_id: int) -> None:
+        if sample_id == self.hover_id or not self.panels:
+            return
+        self.hover_id = sample_id
+        points = self.panels[0].points
+        row = int(points.rows_of([sample_id])[0])
+        if row >= 0:
+            info = points.describe(row)
+            self.hover_card.object = (
+                f"<div class='lens-hover-card' data-sample='{info['sample_id']}'>"
+                f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id']))}'>"
+                f"<div><b>{esc(info['label'])}</b></div><div>sample {info['sample_id']}</div></div>")
+        self.update_markers()
+
+    def select(self, sample_id: int) -> None:
+        self.selected_id = int(sample_id)
+        self.refresh_selection()
+
+    def refresh_selection(self) -> None:
+        """The selected sample's image, and its raw-space neighbours in each panel's layer."""
+        for panel in self.panels:
+            panel.neighbour_ids = []
+        if self.selected_id is None or not self.panels:
+            self.update_markers()
+            return
+        first = self.panels[0].points
+        row = int(first.rows_of([self.selected_id])[0])
+        if row < 0:
+            self.selected_id = None
+            self.selection.object = "<i>click a point in any panel</i>"
+            self.update_markers()
+            return
+        info = first.describe(row)
+        parts = [f"<div class='lens-selected-sample' data-sample='{info['sample_id']}'>"
+                 f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id'], thumb=False))}'>"
+                 f"<div><b>{esc(info['label'])}</b> · sample {info['sample_id']} · seed {info['seed']}</div></div>"]
+        previous: set[int] | None = None
+        for panel in self.panels:
+            try:
+                ids, distances = maps.raw_neighbours(self.con, self.lake, panel.points.key, self.selected_id,
+                                                     NEIGHBOURS)
+            except FileNotFoundError as err:
+                parts.append(f"<div class='lens-error'>{esc(err)}</div>")
+                continue
+            panel.neighbour_ids = [int(i) for i in ids]
+            kept = "" if previous is None else (f" · <span class='lens-kept'>{len(previous & set(ids))} of "
+                                                f"{len(ids)}</span> kept from the panel before")
+            rows = panel.points.rows_of(ids)
+            cards = "".join(thumb_card(panel.points.key.run_id, int(panel.points.frame["chunk"].iat[r]) if r >= 0
+                                       else 0, sample, panel.points.describe(int(r))["label"] if r >= 0 else "",
+                                       f"<div class='lens-distance'>{d:.3f}</div>")
+                            for sample, r, d in zip(ids, rows, distances))
+            parts.append(f"<div class='lens-panel-neighbours' data-panel='{panel.index}'>"
+                         f"<div><b>{esc(panel.title)}</b>: {len(ids)} nearest in raw activations{kept}</div>"
+                         f"<div class='lens-thumbs'>{cards}</div></div>")
+            previous = set(ids)
+        self.selection.object = "".join(parts)
+        self.update_markers()
+
+    def set_group(self, source: MapPanel | None, rows: np.ndarray | None) -> None:
+        """Follow these rows of one panel (by sample id) in every panel; None clears the group."""
+        if source is None or rows is None or not len(rows):
+            self.group_ids = None
+            self.clear_group.disabled = True
+            self.group_info.object = "<i>box- or lasso-select in any panel to follow a group across panels</i>"
+        else:
+            frame = source.points.frame
+            self.group_ids = np.sort(frame["sample_id"].to_numpy()[rows])
+            counts = frame["label"].iloc[rows].value_counts().head(8)
+            summary = ", ".join(f"{esc(label)}: {n:,}" for label, n in counts.items() if n)
+            self.clear_group.disabled = False
+            self.group_info.object = (f"<b class='lens-group-count'>{len(rows):,}</b> samples selected in "
+                                      f"{esc(source.title)}, highlighted in every panel<div>{summary}</div>")
+        self.redraw()
+
+    def update_markers(self) -> None:
+        for panel in self.panels:
+            roles = [(i, "neighbour") for i in panel.neighbour_ids]
+            if self.hover_id is not None:
+                roles.append((self.hover_id, "hover"))
+            if self.selected_id is not None:
+                roles.append((self.selected_id, "selected"))
+            panel.send_markers(roles)
+
+    def legend(self) -> str:
+        if not self.panels:
+            return ""
+        categories = list(self.panels[0].points.frame["label"].cat.categories)
+        rows = [f"<div><span class='swatch' style='background:{category_colour(i)}'></span>{esc(c)}</div>"
+                for i, c in enumerate(categories[:30])]
+        return f"<div class='lens-legend'>{''.join(rows)}</div>"
+
+
+def default_layouts(keys: list[maps.LayoutKey], layer_order: list[str]) -> list[maps.LayoutKey]:
+    """Up to four layouts of one run to start from: layers spread from input to output at the last step,
+    or, for a run laid out at one layer only, its steps."""
+    if not keys:
+        return []
+    by_layer: dict[str, maps.LayoutKey] = {}
+    for key in sorted(keys, key=lambda k: (k.step, k.params_hash)):
+        if key.layer not in by_layer or key.step >= by_layer[key.layer].step:
+            by_layer[key.layer] = key
+    layers = sorted(by_layer, key=lambda layer: (layer_order.index(layer) if layer in layer_order
+                                                 else len(layer_order), layer))
+    if len(layers) == 1:
+        steps = sorted({k.step for k in keys if k.layer == layers[0]})
+        chosen = [steps[round(i * (len(steps) - 1) / 3)] for i in range(4)] if len(steps) > 4 else steps
+        return [next(k for k in keys if k.layer == layers[0] and k.step == s) for s in dict.fromkeys(chosen)]
+    if len(layers) > MAX_PANELS:
+        layers = [layers[round(i * (len(layers) - 1) / (MAX_PANELS - 1))] for i in range(MAX_PANELS)]
+    return [by_layer[layer] for layer in dict.fromkeys(layers)]
+
+
+class SideBySide:
+    """The explorer's "Side by side" tab: pick a run and two to four of its layouts."""
+
+    def __init__(self, lake: str, con, layouts: list[maps.LayoutKey]) -> None:
+        self.lake, self.con = lake, con
+        self.layouts = [k for k in layouts if "subset" not in maps.layout_params(lake, k)]
+        runs = sorted({k.run_id for k in self.layouts})
+        self.linked = LinkedMaps(lake, con)
+        self.run = pn.widgets.Select(label="Run", options=runs, value=runs[0] if runs else None)
+        self.choice = pn.widgets.MultiChoice(label="Layouts side by side (2 to 4)", options={}, max_items=MAX_PANELS)
+        self.align = pn.widgets.Checkbox(label="Align panels onto the first (Procrustes)", value=True)
+        self.legend = html_pane("", max_height=260, styles={"overflow-y": "auto"})
+        self.run.param.watch(lambda e: self.refresh_choices(), "value")
+        self.choice.param.watch(lambda e: self.show(), "value")
+        self.align.param.watch(lambda e: self.show(), "value")
+        self.refresh_choices()
+
+    def refresh_choices(self) -> None:
+        keys = [k for k in self.layouts if k.run_id == self.run.value]
+        order = maps.run_layers(self.con, self.run.value) if self.run.value else []
+        keys.sort(key=lambda k: (order.index(k.layer) if k.layer in order else len(order), k.layer, k.step))
+        options = {f"{k.layer} · step {k.step} · {k.pooling} · {k.params_hash[:6]}": k for k in keys}
+        self.choice.param.update(options=options, value=default_layouts(keys, order))
+
+    def show(self) -> None:
+        keys = list(self.choice.value)
+        titles = [f"{k.layer} · step {k.step}" for k in keys]
+        self.linked.show(keys, titles, align=self.align.value)
+        self.legend.object = self.linked.legend()
+
+    def view(self) -> pn.viewable.Viewable:
+        linked = self.linked
+        sidebar = pn.Column(self.run, self.choice, self.align, linked.classes, linked.prompt, linked.count,
+                            self.legend, "### Group", linked.group_info, linked.clear_group, width=300)
+        return pn.Row(sidebar, pn.Column(linked.grid, "### Selected", linked.selection),
+                      pn.Column("### Hover", linked.hover_card, width=200))

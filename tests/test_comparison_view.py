@@ -1,0 +1,100 @@
+"""The comparison tab on the paired digits lake (student against teacher): the per-layer table, both
+runs' layouts linked side by side, and most-changed samples opening both images; then in the browser."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dashboards.browser import ALL_PLOTS_JS
+from dashboards.comparison_view import ComparisonView
+from store import connect, maps
+from tests.conftest import DIGITS_LAYERS, REPO, images_loaded
+
+SCREENSHOT = REPO / ".cache" / "screenshots" / "compare.png"
+
+
+@pytest.fixture(scope="module")
+def view(paired_lake):
+    lake = str(paired_lake["lake"])
+    return ComparisonView(lake, connect(lake), maps.list_layouts(lake))
+
+
+def choose(view, step_b: int) -> None:
+    view.choice.value = next(i for i, c in enumerate(view.comparisons) if c["step_b"] == step_b)
+
+
+def test_layers_in_capture_order_with_the_stored_figures(view, paired_lake):
+    assert {(c["run_a"], c["run_b"], c["step_a"]) for c in view.comparisons} == {
+        (paired_lake["student"], paired_lake["teacher"], 0)}
+    assert len(view.comparisons) == 2  # steps 0/0 and each run's last step
+    choose(view, 0)
+    stored = dict(((layer, (j, c)) for layer, j, c in connect(paired_lake["lake"]).sql(
+        "SELECT layer, mean_knn_jaccard, linear_cka FROM comparisons WHERE step_b = 0").fetchall()))
+    table = view.layers.value
+    assert table["layer"].tolist() == DIGITS_LAYERS.split(",")
+    for layer, jaccard, cka in zip(table["layer"], table["Jaccard (k=10)"], table["CKA"]):
+        assert jaccard == pytest.approx(stored[layer][0], abs=5e-4) and cka == pytest.approx(stored[layer][1], abs=5e-4)
+
+
+def test_a_layer_shows_both_runs_linked(view, paired_lake):
+    choose(view, 0)
+    view.show_layer(2)
+    layer = DIGITS_LAYERS.split(",")[2]
+    keys = [p.points.key for p in view.linked.panels]
+    assert [(k.run_id, k.layer, k.step) for k in keys] == [(paired_lake["student"], layer, 0),
+                                                          (paired_lake["teacher"], layer, 0)]
+    assert f"data-layer='{layer}'" in view.status.object
+    most_changed = connect(paired_lake["lake"]).sql(
+        "SELECT most_changed FROM comparisons WHERE layer = $l AND step_b = 0", params={"l": layer}).fetchall()[0][0]
+    assert view.changed.value["sample"].tolist() == list(most_changed)
+    view.show_pair(0)
+    sample = most_changed[0]
+    pair = view.pair.object
+    assert f"data-run='{paired_lake['student']}' data-sample='{sample}'" in pair
+    assert f"data-run='{paired_lake['teacher']}' data-sample='{sample}'" in pair
+    assert view.linked.selected_id == sample  # and selected on both maps
+
+
+def test_a_missing_layout_is_named_with_the_command_that_makes_it(paired_lake):
+    lake = str(paired_lake["lake"])
+    without_teacher_step0 = [k for k in maps.list_layouts(lake)
+                             if not (k.run_id == paired_lake["teacher"] and k.step == 0)]
+    view = ComparisonView(lake, connect(lake), without_teacher_step0)
+    choose(view, 0)
+    view.show_layer(0)
+    assert "no layout of" in view.status.object and "store embed" in view.status.object
+    assert view.linked.panels == [] and len(view.changed.value) == 20  # the tables still work
+
+
+@pytest.mark.browser
+def test_compare_tab_in_the_browser(paired_server, paired_page):
+    page = paired_page
+    page.goto(f"{paired_server['url']}/explorer?tab=compare")
+    page.wait_for_selector(".lens-layer-table .tabulator-row", timeout=60_000)
+    rows = page.locator(".lens-layer-table .tabulator-row")
+    assert rows.count() == 3
+    last = DIGITS_LAYERS.split(",")[-1]
+    rows.nth(2).locator(".tabulator-cell[tabulator-field='layer']").click()
+    page.wait_for_selector(f".lens-layer-figures[data-layer='{last}']", timeout=20_000)
+    deadline = time.monotonic() + 30
+    while len(page.evaluate(ALL_PLOTS_JS)) != 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert len(page.evaluate(ALL_PLOTS_JS)) == 2  # student and teacher maps of the clicked layer
+    sample = connect(paired_server["lake"]).sql(
+        "SELECT most_changed[1] FROM comparisons WHERE layer = $l AND step_b = 0", params={"l": last}).fetchall()[0][0]
+    first_changed = page.locator(".lens-changed-table .tabulator-row").first
+    first_sample = first_changed.locator(".tabulator-cell[tabulator-field='sample']")
+    deadline = time.monotonic() + 20  # the table follows the clicked layer
+    while first_sample.inner_text().replace(",", "") != str(sample) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    first_changed.locator(".tabulator-cell[tabulator-field='class or prompt']").click()
+    page.wait_for_selector(f".lens-pair[data-sample='{sample}']", timeout=20_000)
+    assert page.locator(".lens-pair figure").count() == 2
+    page.wait_for_selector(f".lens-linked-selection .lens-selected-sample[data-sample='{sample}']", timeout=20_000)
+    page.wait_for_timeout(800)
+    assert images_loaded(page, ".lens-pair img")
+    assert page.problems == []
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)  # the README's second picture (`make screenshot`)

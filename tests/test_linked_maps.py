@@ -1,0 +1,129 @@
+"""Linked small multiples: layouts side by side sharing filters, hover, selection and groups by sample id;
+unit-level on the paired digits lake, then in a real browser against `python -m dashboards serve`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from dashboards.browser import ALL_PLOTS_JS, MARKER_ROLES_JS
+from dashboards.linked_maps import LinkedMaps, SideBySide, default_layouts
+from store import connect, maps
+from store.neighbours import build_graph
+from tests.conftest import DIGITS_LAYERS, click_in_plot, images_loaded, isolated_point
+
+
+def student_keys(lake, run_id: str) -> list[maps.LayoutKey]:
+    order = DIGITS_LAYERS.split(",")
+    return sorted((k for k in maps.list_layouts(lake) if k.run_id == run_id), key=lambda k: order.index(k.layer))
+
+
+def test_default_layouts_spread_layers_or_steps():
+    def key(layer, step):
+        return maps.LayoutKey("r", layer, "mean", step, f"h{layer}{step}")
+
+    order = [f"l{i}" for i in range(7)]
+    chosen = default_layouts([key(layer, 3) for layer in order] + [key("l0", 1)], order)
+    assert [(k.layer, k.step) for k in chosen] == [("l0", 3), ("l2", 3), ("l4", 3), ("l6", 3)]
+    steps = default_layouts([key("l0", s) for s in range(8)], order)
+    assert [k.step for k in steps] == [0, 2, 5, 7]
+    assert [k.layer for k in default_layouts([key("l1", 0), key("l0", 0)], order)] == ["l0", "l1"]
+
+
+def test_filters_groups_and_selection_are_shared(paired_lake):
+    lake = str(paired_lake["lake"])
+    linked = LinkedMaps(lake, connect(lake))
+    keys = student_keys(lake, paired_lake["student"])
+    linked.show(keys)
+    assert len(linked.panels) == 3 and linked.grid.ncols == 3
+    linked.classes.value = [3]
+    counts = {int(p.keep.sum()) for p in linked.panels}
+    assert counts == {int((linked.panels[0].points.frame["class_id"] == 3).sum())}
+    linked.classes.value = []
+
+    first = linked.panels[0]
+    xy = first.points.frame[["x", "y"]].to_numpy()
+    first.on_box(bounds=(xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max()))
+    group = set(first.points.frame["sample_id"].to_numpy()[first.points.in_box(
+        xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max())])
+    assert set(linked.group_ids) == group and 0 < len(group) < len(xy)
+    assert f">{len(group):,}<" in linked.group_info.object
+    for panel in linked.panels:  # the group in colour, the rest in grey, in every panel
+        image = panel.render()
+        pixels = np.stack([image.dimension_values(d) for d in ("R", "G", "B")], -1).astype(float)
+        pixels = np.round(pixels * 255 if pixels.max() <= 1 else pixels).astype(int)
+        grey = (pixels == [0xd0, 0xd0, 0xd0]).all(1).sum()
+        coloured = ((pixels.max(1) - pixels.min(1)) > 40).sum()
+        assert grey > 0 and coloured > 0, panel.title
+
+    sample = int(first.points.frame["sample_id"].iat[5])
+    first.on_tap(x=float(xy[5, 0]), y=float(xy[5, 1]))
+    assert linked.selected_id == sample
+    html = linked.selection.object
+    for panel in linked.panels:
+        expected = [int(i) for i in build_graph(lake, panel.points.key.run_id, panel.points.key.layer,
+                                                panel.points.key.pooling).of(sample, 10)[0]]
+        assert panel.neighbour_ids == expected
+        assert f"data-panel='{panel.index}'" in html
+    assert html.count("lens-kept") == 2  # the second and third panels say how many neighbours they keep
+
+
+def test_panels_are_aligned_onto_the_first(paired_lake):
+    lake = str(paired_lake["lake"])
+    keys = student_keys(lake, paired_lake["student"])
+    raw = [maps.points_for(lake, k) for k in keys]
+    side = SideBySide(lake, connect(lake), maps.list_layouts(lake))
+    side.run.value = paired_lake["teacher"]
+    side.run.value = paired_lake["student"]
+    assert [p.points.key for p in side.linked.panels] == keys
+    shown = side.linked.panels[-1].points.frame[["x", "y"]].to_numpy()
+    reference = raw[0].frame[["x", "y"]].to_numpy()
+    assert np.linalg.norm(shown - reference) <= np.linalg.norm(raw[-1].frame[["x", "y"]].to_numpy() - reference)
+    side.align.value = False
+    assert np.array_equal(side.linked.panels[-1].points.frame["x"].to_numpy(), raw[-1].frame["x"].to_numpy())
+
+
+# --- in the browser ----------------------------------------------------------------------------------
+
+def wait_for_plots(page, count: int) -> list[dict]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        plots = page.evaluate(ALL_PLOTS_JS) if page.evaluate("() => typeof Bokeh !== 'undefined'") else []
+        if len(plots) == count:
+            return plots
+        page.wait_for_timeout(250)
+    raise AssertionError(f"expected {count} plots, found {len(plots)}")
+
+
+@pytest.mark.browser
+def test_click_in_one_panel_selects_the_sample_in_every_panel(paired_server, paired_page):
+    page, lake, run_id = paired_page, paired_server["lake"], paired_server["student"]
+    page.goto(f"{paired_server['url']}/explorer?tab=side&run={run_id}")
+    plots = wait_for_plots(page, 3)
+    page.wait_for_timeout(500)
+    points = maps.points_for(lake, student_keys(lake, run_id)[0])  # the first panel is not moved
+    row = isolated_point(points, np.random.default_rng(1))
+    sample = int(points.frame["sample_id"].iat[row])
+    for _ in range(3):  # a click during the first render's sync can be dropped: click again, as a user would
+        click_in_plot(page, plots[0], float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row]))
+        try:
+            page.wait_for_selector(f".lens-linked-selection .lens-selected-sample[data-sample='{sample}']",
+                                   timeout=8_000)
+            break
+        except Exception:
+            pass
+    page.wait_for_selector(f".lens-linked-selection .lens-selected-sample[data-sample='{sample}']", timeout=5_000)
+    assert page.locator(".lens-panel-neighbours").count() == 3
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        roles = page.evaluate(MARKER_ROLES_JS)
+        if all(r.count("selected") == 1 for r in roles):
+            break
+        page.wait_for_timeout(200)
+    assert [r.count("selected") for r in roles] == [1, 1, 1]  # marked in every panel
+    assert all(r.count("neighbour") >= 1 for r in roles)
+    page.wait_for_timeout(800)
+    assert images_loaded(page, ".lens-linked-selection .lens-thumb img")
+    assert page.problems == []
