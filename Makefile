@@ -29,7 +29,7 @@ LAKE   ?= lake
 HOST   ?= 127.0.0.1
 PORT   ?= 5006
 
-.PHONY: help setup test layers estimate ingest embed compare diversity sql download serve demo bench bench-dashboard screenshot gpu-check digits-model digits-report clean
+.PHONY: help setup test layers estimate ingest embed compare diversity atlas sql download serve demo bench bench-dashboard bench-generate screenshot gpu-check digits-model digits-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,6 +61,7 @@ ingest: setup  ## generate into the lake: make ingest MODEL=digits-dmd2 N=1000 L
 	$(PY) -m ingest run --model $(MODEL) --lake $(LAKE) --layers '$(LAYERS)' --pool $(POOL) --seed $(SEED) \
 		--batch $(BATCH) --device $(DEVICE) --dtype $(DTYPE) \
 		$(if $(N),--n $(N)) $(if $(PER_CLASS),--per-class $(PER_CLASS)) $(if $(CLASSES),--classes $(CLASSES)) \
+		$(if $(SAMPLE_SEEDS),--sample-seeds $(SAMPLE_SEEDS)) \
 		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(PER_PROMPT),--per-prompt $(PER_PROMPT)) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(RUN),--run-id $(RUN)) \
 		$(if $(BASE),--base $(BASE)) $(if $(VAE),--vae $(VAE)) \
@@ -87,6 +88,7 @@ demo: setup  ## one command from a fresh clone: ingest the embedded digits model
 		--per-class $(DEMO_PER_CLASS) --seed $(SEED)
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --step 0
+	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --layers dec.8x8_block1 --step all
 	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm --steps 0,0
 	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm
 	$(PY) -m store diversity --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
@@ -97,6 +99,10 @@ compare: setup  ## paired runs, per layer: make compare RUNS=demo-digits-dmd2,de
 
 diversity: setup  ## per-class diversity: make diversity RUN=a[,b] [LAYER=dec.4x4_block1] (default: every layer)
 	$(PY) -m store diversity --lake $(LAKE) --run $(RUN) $(if $(LAYER),--layer $(LAYER))
+
+atlas: setup  ## export a layout for Apple's Embedding Atlas: make atlas RUN=... LAYER=... OUT=atlas.parquet
+	$(PY) -m store atlas --lake $(LAKE) --run $(RUN) --layer $(LAYER) --out $(or $(OUT),atlas.parquet) \
+		$(if $(STEP),--step $(STEP))
 
 sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 	$(PY) -m store sql --lake $(LAKE) $(if $(Q),"$(Q)")
@@ -110,6 +116,9 @@ bench: setup  ## benchmarks (ingest, then embed/neighbours at BENCH_SIZES x BENC
 	$(PY) -m dashboards.bench --sizes $(DASH_BENCH_SIZES)
 
 DASH_BENCH_SIZES ?= 1000000,10000000
+
+bench-generate: setup  ## time "Generate and place" in the browser on a lake with a model run (make demo's)
+	$(PY) -m dashboards.bench --generate-lake $(LAKE)
 bench-dashboard: setup  ## the dashboard in Chromium on synthetic lakes: make bench-dashboard DASH_BENCH_SIZES=1000000
 	$(PY) -m dashboards.bench --sizes $(DASH_BENCH_SIZES)
 

@@ -9,7 +9,11 @@
 - click to neighbour panel: a click on a point until its neighbours' thumbnails are listed;
 - server memory: peak resident set of the server process (VmHWM).
 
+With `--generate-lake LAKE` (a lake with a model run, e.g. `make demo`'s) it instead times "Generate and
+place" (class 7, seeds 42, 43, ...): click until the new sample's card with its neighbours is listed.
+
     python -m dashboards.bench [--sizes 1000000,10000000] [--json out.json]
+    python -m dashboards.bench --generate-lake /tmp/demo-lake
 """
 
 from __future__ import annotations
@@ -138,18 +142,54 @@ def bench_size(n: int, browser, workdir: Path, repeats: int = 5) -> dict:
             "server_peak_rss_mb": round(memory)}
 
 
+def bench_generate(lake: Path, browser, repeats: int = 5) -> dict:
+    """Click "Generate and place" (class 7, seeds 42, 43, ...) on a real lake's first run and time each
+    answer: the new sample generated on the server's CPU, written as a run, placed, neighbours listed."""
+    import shutil as shell
+
+    work = Path(tempfile.mkdtemp(prefix="dmd2-lens-generate-bench-")) / "lake"
+    shell.copytree(lake, work, ignore=shell.ignore_patterns("gen-*"))  # the caller's lake stays untouched
+    port = free_port()
+    server = start_server(work, port)
+    try:
+        page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+        open_map(page, f"http://127.0.0.1:{port}/explorer")
+        page.locator("select:has(option:text-is('7: 7'))").select_option(label="7: 7")
+        times = []
+        for i in range(repeats):
+            seed = page.locator("input[placeholder='random']")
+            seed.fill(str(42 + i))
+            seed.press("Enter")
+            page.wait_for_timeout(300)
+            start = time.perf_counter()
+            page.get_by_role("button", name="Generate and place").click()
+            page.locator(f".lens-generated-sample[data-seed='{42 + i}']").wait_for(timeout=300_000)
+            times.append(time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(30)
+        shell.rmtree(work.parent, ignore_errors=True)
+    return {"generate_first_s": round(times[0], 2), "generate_median_s": round(statistics.median(times[1:] or times), 2),
+            "repeats": repeats}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--generate-lake", help="instead: time 'Generate and place' on this lake (e.g. the demo's)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     results = []
     with tempfile.TemporaryDirectory(prefix="dmd2-lens-dash-bench-") as tmp, sync_playwright() as playwright:
         browser = launch(playwright)
-        for n in (int(s) for s in args.sizes.split(",")):
+        sizes = [] if args.generate_lake else [int(s) for s in args.sizes.split(",")]
+        if args.generate_lake:
+            results.append(bench_generate(Path(args.generate_lake), browser, args.repeats))
+            print(json.dumps(results[-1]), flush=True)
+        for n in sizes:
             result = bench_size(n, browser, Path(tmp), args.repeats)
             print(json.dumps(result), flush=True)
             results.append(result)

@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
+from dashboards.generate_panel import GeneratePanel
 from dashboards.render import (MAP_HEIGHT, MAP_WIDTH, MARKER_COLOURS, category_colour, esc, home_range,
                                html_pane, image_url, marker_frame, quick_range_updates, shade)
 from store import connect, maps
 
 LAKE_ENV = "DMD2_LENS_LAKE"
 GALLERY_PAGE = 48
+MAX_PATHS = 500  # trajectories drawn at once; more selected samples are thinned to a random subset
 ZOOM_DEBOUNCE_MS = 20
 COLOUR_CHOICES = {"class / prompt": "label", "tag": "tags", "density": "density",
                   "neighbour audit (k-NN overlap)": "knn_overlap"}
@@ -73,6 +75,9 @@ class Explorer:
         self.collected = pn.widgets.MultiChoice(label="Collected samples (click × to remove)", options=[], value=[])
         self.collected_csv = pn.widgets.FileDownload(callback=self._collected_export, filename="collected.csv",
                                                      label="Export collected (CSV)", color="light")
+        self.selection_name = pn.widgets.TextInput(label="Save selection as", placeholder="name, e.g. odd-sevens")
+        self.save_selection = pn.widgets.Button(label="Save selection (collected + box/lasso)")
+        self.selection_status = html_pane("")
         self.gallery_info = html_pane("<i>box- or lasso-select on the map to open a gallery</i>")
         self.gallery = html_pane("", css_classes=["lens-gallery"])
         self.page = pn.widgets.IntInput(label="Page", value=1, start=1, width=90)
@@ -89,6 +94,12 @@ class Explorer:
         self.recompute_status = html_pane("")
 
         self.markers = hv.streams.Pipe(data=pd.DataFrame({"x": [], "y": [], "role": []}))
+        self.generated_positions = pd.DataFrame({"x": [], "y": []})  # generated samples placed on this layout
+        self.paths = hv.streams.Pipe(data=[])
+        self.show_paths = pn.widgets.Checkbox(label="Trajectories of the selection (across steps or layers)")
+        self.paths_info = html_pane("", css_classes=["lens-paths-info"])
+        self._full_layouts: list[maps.LayoutKey] | None = None
+        self.generate = GeneratePanel(self)
         self.plot = pn.pane.HoloViews(None, sizing_mode="fixed", width=MAP_WIDTH, height=MAP_HEIGHT)
 
         self._refresh_layer_options()
@@ -106,6 +117,8 @@ class Explorer:
         self.collect_neighbours.on_click(lambda e: self._collect(self.neighbour_ids))
         self.collected.param.watch(lambda e: self._update_markers(), "value")
         self.recompute.on_click(lambda e: self._start_recompute())
+        self.save_selection.on_click(lambda e: self._save_selection())
+        self.show_paths.param.watch(lambda e: self._update_paths(), "value")
         self._load_layout()
         self._apply_url_selection()
 
@@ -195,6 +208,14 @@ class Explorer:
                 self._clear_selection()
         self.region_rows = np.empty(0, dtype=np.int64)
         self._show_gallery()
+        self.generate.follow_layout()
+
+    def on_next_tick(self, callback) -> None:
+        """Run `callback` in the session's event loop (from a background thread), or now without a server."""
+        if self.doc is not None:
+            self.doc.add_next_tick_callback(callback)
+        else:
+            callback()
 
     # --- filters and drawing ----------------------------------------------------------------------
 
@@ -262,6 +283,7 @@ class Explorer:
                       active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom", "reset"], xaxis=None,
                       yaxis=None, bgcolor="#ffffff", toolbar="above", hooks=[quick_range_updates])
         marker_layer = hv.DynamicMap(self._draw_markers, streams=[self.markers])
+        path_layer = hv.DynamicMap(self._draw_paths, streams=[self.paths])
         tap = hv.streams.Tap(source=self.map, x=None, y=None)
         tap.add_subscriber(self._on_tap)
         pointer = hv.streams.PointerXY(source=self.map, x=None, y=None)
@@ -270,7 +292,7 @@ class Explorer:
         box.add_subscriber(self._on_box)
         lasso = hv.streams.Lasso(source=self.map, geometry=None)
         lasso.add_subscriber(self._on_lasso)
-        return self.map * marker_layer
+        return self.map * path_layer * marker_layer
 
     def _pick_radius(self) -> float:
         x_range = self.range.x_range or self.points.extent[:2]
@@ -301,10 +323,12 @@ class Explorer:
         self.selected_id = int(sample_id)
         self.collect_selected.disabled = False
         self.collect_neighbours.disabled = False
+        self.generate.follow_selection()
         self._show_selected()
 
     def _clear_selection(self) -> None:
         self.selected_id, self.neighbour_ids = None, []
+        self.generate.follow_selection()
         self.selected.object = "<i>click a point on the map</i>"
         self.neighbour_view.object = ""
         self._update_markers()
@@ -352,7 +376,45 @@ class Explorer:
         roles += [(i, "neighbour") for i in self.neighbour_ids]
         if self.selected_id is not None:
             roles.append((self.selected_id, "selected"))
-        self.markers.send(marker_frame(self.points, roles))
+        generated = self.generated_positions.assign(role="generated")
+        self.markers.send(pd.concat([marker_frame(self.points, roles), generated], ignore_index=True))
+        self._update_paths()
+
+    # --- trajectories -------------------------------------------------------------------------------
+
+    def _update_paths(self) -> None:
+        """Each selected sample's path (selected, collected, box/lasso) across the run's steps for this
+        layer, or across its layers for a one-step run, aligned onto this layout; thinned to MAX_PATHS."""
+        if not self.show_paths.value or self.points is None:
+            self.paths.send([])
+            self.paths_info.object = ""
+            return
+        if self._full_layouts is None:
+            self._full_layouts = [k for k in self.layouts if "subset" not in maps.layout_params(self.lake, k)]
+        kind, keys = maps.trajectory_layouts(self._full_layouts, self.key, maps.run_layers(self.con, self.key.run_id))
+        rows = self.points.rows_of(self.collected.value)
+        ids = self.points.frame["sample_id"].to_numpy()[np.union1d(rows[rows >= 0], self.region_rows).astype(np.int64)]
+        ids = np.union1d(ids, [self.selected_id] if self.selected_id is not None else []).astype(np.int64)
+        if len(keys) < 2 or not len(ids):
+            self.paths.send([])
+            self.paths_info.object = ("<i>select, collect or box-select samples to draw their paths</i>" if len(keys) > 1
+                                      else "<i>this run has one layout of this kind; embed more steps or layers</i>")
+            return
+        total = len(ids)
+        if total > MAX_PATHS:
+            ids = np.sort(np.random.default_rng(0).choice(ids, MAX_PATHS, replace=False))
+        paths = maps.trajectories(self.lake, self.points, keys, ids)
+        self.paths.send([p[np.isfinite(p).all(1)] for p in paths])
+        names = [f"step {k.step}" if kind == "steps" else k.layer for k in keys]
+        thinned = f" (a random {MAX_PATHS:,} of {total:,})" if total > MAX_PATHS else ""
+        self.paths_info.object = (f"<div class='lens-paths' data-paths='{len(paths)}' data-kind='{kind}'>"
+                                  f"{len(paths):,} paths{thinned} across {len(keys)} {kind}, from the dot: "
+                                  f"{esc(' → '.join(names))}</div>")
+
+    def _draw_paths(self, data: list) -> hv.Overlay:
+        starts = np.array([p[0] for p in data if len(p)]).reshape(-1, 2)
+        return (hv.Path(data, kdims=["x", "y"]).opts(color="#333333", line_alpha=0.55, line_width=1.5, tools=[])
+                * hv.Points(starts, kdims=["x", "y"]).opts(color="#333333", size=4, tools=[]))
 
     def show_label(self, run_id: str, layer: str, label: str) -> None:
         """Filter the map to one class ("3: 3") or prompt of a run, on this layer when it is laid out."""
@@ -382,6 +444,25 @@ class Explorer:
         rows = self.points.rows_of(self.collected.value)
         return maps.export_selection(maps.selection_frame(self.points, rows[rows >= 0]), "csv")
 
+    def selection(self) -> pd.DataFrame:
+        """What is selected in the browser: the collected samples and the box/lasso region, with metadata
+        and map positions (for notebooks; "Save selection" stores the same in the lake)."""
+        rows = self.points.rows_of(self.collected.value)
+        rows = np.union1d(rows[rows >= 0], self.region_rows).astype(np.int64)
+        return maps.selection_frame(self.points, rows)
+
+    def _save_selection(self) -> None:
+        from store.selections import SelectionError, save_selection
+
+        name = self.selection_name.value.strip()
+        try:
+            save_selection(self.lake, name, self.selection())
+        except SelectionError as err:
+            self.selection_status.object = f"<span class='lens-error'>{esc(err)}</span>"
+            return
+        self.selection_status.object = (f"<span class='lens-saved' data-name='{esc(name)}'>saved as {esc(name)}: "
+                                        f"<code>store.selections.read_selection(lake, {esc(repr(name))})</code></span>")
+
     # --- box / lasso gallery ------------------------------------------------------------------------
 
     def _on_box(self, bounds=None) -> None:
@@ -389,6 +470,7 @@ class Explorer:
             self.region_rows = self.points.in_box(*bounds, keep=self.keep)
             self.page.value = 1
             self._show_gallery()
+            self._update_paths()
 
     def _on_lasso(self, geometry=None) -> None:
         if geometry is not None and len(geometry) > 2:
@@ -396,6 +478,7 @@ class Explorer:
             self.region_rows = self.points.in_polygon(list(geometry[:, 0]), list(geometry[:, 1]), keep=self.keep)
             self.page.value = 1
             self._show_gallery()
+            self._update_paths()
 
     def _show_gallery(self) -> None:
         rows = self.region_rows
@@ -460,10 +543,7 @@ class Explorer:
             self._refresh_versions()
             self.version.value = new_key
 
-        if self.doc is not None:
-            self.doc.add_next_tick_callback(finish)
-        else:
-            finish()
+        self.on_next_tick(finish)
 
     # --- page ---------------------------------------------------------------------------------------
 
@@ -472,12 +552,16 @@ class Explorer:
             "## dmd2-lens", self.notices, self.run, self.layer, self.step, self.version,
             self.model_info,
             self.classes, self.prompt, self.tag, self.colour, self.count, self.legend,
+            self.generate.view(),
             "### Recompute layout", pn.Row(self.umap_neighbours, self.umap_min_dist, self.umap_seed),
             self.recompute, self.progress, self.recompute_status, width=300)
         inspector = pn.Column(
-            "### Hover", self.hover, "### Selected", self.selected, self.k, self.space, self.neighbour_view,
-            pn.Row(self.collect_selected, self.collect_neighbours), self.collected, self.collected_csv, width=380)
-        gallery = pn.Column("### Selection gallery", self.gallery_info,
+            "### Hover", self.hover, "### Selected", self.selected, self.generate.regenerate_button,
+            self.generate.regenerate_status, self.k, self.space, self.neighbour_view,
+            pn.Row(self.collect_selected, self.collect_neighbours), self.collected, self.collected_csv,
+            self.selection_name, self.save_selection, self.selection_status,
+            "### Trajectories", self.show_paths, self.paths_info, width=380)
+        gallery = pn.Column(self.generate.results, "### Selection gallery", self.gallery_info,
                             pn.Row(self.page, self.export_csv, self.export_parquet), self.gallery)
         return pn.Row(sidebar, pn.Column(self.plot, gallery), inspector)
 
@@ -485,42 +569,67 @@ class Explorer:
 TABS = {"map": 0, "side": 1, "compare": 2, "diversity": 3}
 
 
-def app() -> pn.viewable.Viewable:
-    """The page: the map, and tabs for layouts side by side, paired-run comparison and diversity (each
-    built when first opened). `?tab=side|compare|diversity` opens one directly."""
-    from dashboards.comparison_view import ComparisonView
-    from dashboards.diversity_view import DiversityView
-    from dashboards.linked_maps import SideBySide
+class Page:
+    """One session's page: the explorer's map, and tabs for layouts side by side, paired-run comparison
+    and diversity (each built when first opened). `args` are URL parameters; `tab=side|compare|diversity`
+    opens a tab directly. In a notebook, display it (`notebook(lake)` sets Panel up) and read what the
+    browser selected with `page.explorer.selection()`."""
 
+    def __init__(self, lake: str, args: dict[str, str] | None = None) -> None:
+        from dashboards.comparison_view import ComparisonView
+        from dashboards.diversity_view import DiversityView
+        from dashboards.linked_maps import SideBySide
+
+        args = args or {}
+        self.lake = lake
+        self.explorer = explorer = Explorer(lake, args)
+        self.tabs = pn.Tabs(("Map", explorer.view()), ("Side by side", pn.Column()), ("Compare runs", pn.Column()),
+                            ("Diversity", pn.Column()), dynamic=True)
+        self.builders = {
+            TABS["side"]: lambda: SideBySide(lake, explorer.con, explorer.layouts).view(),
+            TABS["compare"]: lambda: ComparisonView(lake, explorer.con, explorer.layouts).view(),
+            TABS["diversity"]: lambda: DiversityView(lake, explorer.con, self.show_on_map).view(),
+        }
+        self.tabs.param.watch(lambda event: self.build(event.new), "active")
+        if args.get("tab") in TABS:
+            self.tabs.active = TABS[args["tab"]]
+        elif "tab" in args:
+            explorer._notice(f"ignored URL parameter tab={args['tab']!r}: use one of {', '.join(TABS)}")
+
+    def build(self, index: int) -> None:
+        if index in self.builders:
+            self.tabs[index].objects = [self.builders.pop(index)()]
+
+    def show_on_map(self, run_id: str, layer: str, label: str) -> None:
+        self.explorer.show_label(run_id, layer, label)
+        self.tabs.active = TABS["map"]
+
+    def view(self) -> pn.Tabs:
+        return self.tabs
+
+    def _repr_mimebundle_(self, include=None, exclude=None):  # shown inline in Jupyter
+        return self.tabs._repr_mimebundle_(include, exclude)
+
+
+def notebook(lake: str = "lake") -> Page:
+    """The explorer for a Jupyter notebook: sets up Panel's extension, serves images inline (the notebook
+    has no image route), and returns the page; display it, then read selections back with
+    `page.explorer.selection()`."""
+    from dashboards.render import inline_images
+
+    pn.extension("tabulator")
+    inline_images(lake)
+    return Page(lake)
+
+
+def app() -> pn.viewable.Viewable:
+    """The served page (`panel serve`), for the lake in $DMD2_LENS_LAKE."""
     lake = os.environ.get(LAKE_ENV, "lake")
     args = {k: v[0].decode("utf-8", "replace") for k, v in (pn.state.session_args or {}).items() if v}
     try:
-        explorer = Explorer(lake, args)
+        return Page(lake, args).view()
     except RuntimeError as err:
         return html_pane(f"<div class='lens-error'>{esc(err)}</div>")
-    tabs = pn.Tabs(("Map", explorer.view()), ("Side by side", pn.Column()), ("Compare runs", pn.Column()),
-                   ("Diversity", pn.Column()), dynamic=True)
-
-    def show_on_map(run_id: str, layer: str, label: str) -> None:
-        explorer.show_label(run_id, layer, label)
-        tabs.active = TABS["map"]
-
-    builders = {
-        TABS["side"]: lambda: SideBySide(lake, explorer.con, explorer.layouts).view(),
-        TABS["compare"]: lambda: ComparisonView(lake, explorer.con, explorer.layouts).view(),
-        TABS["diversity"]: lambda: DiversityView(lake, explorer.con, show_on_map).view(),
-    }
-
-    def build(index: int) -> None:
-        if index in builders:
-            tabs[index].objects = [builders.pop(index)()]
-
-    tabs.param.watch(lambda event: build(event.new), "active")
-    if args.get("tab") in TABS:
-        tabs.active = TABS[args["tab"]]
-    elif "tab" in args:
-        explorer._notice(f"ignored URL parameter tab={args['tab']!r}: use one of {', '.join(TABS)}")
-    return tabs
 
 
 pn.extension("tabulator", notifications=False)

@@ -19,7 +19,8 @@ LOD_TIMEOUT_MS = 60
 PALETTE = list(colorcet.b_glasbey_category10)
 PALETTE_RGBA = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] + [255] for c in PALETTE], dtype=np.uint8)
 BACKGROUND_GREY = "#d0d0d0"  # the points outside a highlighted group
-MARKER_COLOURS = {"selected": "#e4002b", "neighbour": "#ffb000", "collected": "#00a2ff", "hover": "#222222"}
+MARKER_COLOURS = {"selected": "#e4002b", "neighbour": "#ffb000", "collected": "#00a2ff", "hover": "#222222",
+                  "generated": "#00c853"}
 
 CSS = """
 .lens-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
@@ -48,7 +49,23 @@ def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+INLINE_IMAGES_LAKE: str | None = None  # set in notebooks, which have no image route
+
+
+def inline_images(lake: str | None) -> None:
+    """Embed the few images a view shows as data URIs (for notebooks); None restores URLs."""
+    global INLINE_IMAGES_LAKE
+    INLINE_IMAGES_LAKE = lake
+
+
 def image_url(run_id: str, chunk: int, sample_id: int, thumb: bool = True) -> str:
+    if INLINE_IMAGES_LAKE is not None:
+        import base64
+
+        from store.maps import sample_image
+
+        data, mime = sample_image(INLINE_IMAGES_LAKE, run_id, chunk, sample_id, thumbnail=thumb)
+        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
     return f"/image/{run_id}/{int(chunk)}/{int(sample_id)}" + ("/thumb" if thumb else "")
 
 

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="number of samples (random labels, or cycled --classes / prompts)")
     run.add_argument("--per-class", type=int, help="balanced plan: every class (or each of --classes) K times")
     run.add_argument("--classes", help="comma-separated class ids")
+    run.add_argument("--sample-seeds", help="explicit noise seeds, e.g. 42,43: one sample each, with --classes (one "
+                                             "class for all, or one per seed) or --prompts")
     run.add_argument("--prompts", help="prompt file: one prompt per line, or JSONL with prompt and tags")
     run.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
     run.add_argument("--layers", default="all", help="comma-separated layer names or globs (default: all)")
@@ -92,9 +94,20 @@ def run_run(args: argparse.Namespace) -> int:
             classes = [int(c) for c in args.classes.split(",") if c.strip()]
         except ValueError:
             raise ValueError(f"--classes {args.classes!r} must be comma-separated integers, e.g. 1,7") from None
+    seeds, prompt_texts, prompts = None, None, args.prompts
+    if args.sample_seeds:
+        try:
+            seeds = [int(s) for s in args.sample_seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--sample-seeds {args.sample_seeds!r} must be comma-separated integers, e.g. 42,43") from None
+        if args.prompts:
+            from ingest.plan import read_prompt_file
+
+            prompt_texts, prompts = [p.text for p in read_prompt_file(args.prompts)], None
     config = IngestConfig(
+        sample_seeds=seeds, prompt_texts=prompt_texts,
         model=args.model, checkpoint=args.checkpoint, base=args.base, vae=args.vae, lake=args.lake, run_id=args.run_id, n=args.n,
-        per_class=args.per_class, classes=classes, prompts=args.prompts, per_prompt=args.per_prompt,
+        per_class=args.per_class, classes=classes, prompts=prompts, per_prompt=args.per_prompt,
         layers=args.layers, poolings=tuple(p.strip() for p in args.pool.split(",") if p.strip()), seed=args.seed,
         batch=args.batch, chunk_size=args.chunk_size, device=args.device, dtype=args.dtype,
         vector_precision=args.vector_precision, workers=args.workers, progress=not args.quiet,

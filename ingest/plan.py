@@ -98,6 +98,37 @@ def class_plan(
     return SamplePlan(sample_id=ids, seed=sample_seeds(seed, ids), class_id=labels, description=description)
 
 
+def explicit_plan(seeds: list[int], classes: list[int] | None = None, prompts: list[Prompt] | None = None,
+                  num_classes: int | None = None) -> SamplePlan:
+    """Samples with the given noise seeds, one class or prompt each (a user's "class 7, seed 42"; a
+    class or prompt given once applies to every seed)."""
+    if not seeds:
+        raise PlanError("no seeds given; name at least one noise seed")
+    if any(not 0 <= int(s) <= SEED_MASK for s in seeds):
+        raise PlanError(f"seeds must be between 0 and {SEED_MASK}")
+    labels = classes if classes is not None else prompts
+    if not labels:
+        raise PlanError("give a class or a prompt for the seeds")
+    if len(labels) not in (1, len(seeds)):
+        raise PlanError(f"{len(seeds)} seeds but {len(labels)} classes or prompts; give one, or one per seed")
+    if prompts is not None and any(not p.text.strip() for p in prompts):
+        raise PlanError("empty prompt; type the text to generate from")
+    labels = list(labels) * len(seeds) if len(labels) == 1 else list(labels)
+    ids = np.arange(len(seeds), dtype=np.int64)
+    seed_array = np.asarray([int(s) for s in seeds], dtype=np.int64)
+    if classes is not None:
+        bad = [c for c in labels if num_classes is not None and not 0 <= c < num_classes]
+        if bad:
+            raise PlanError(f"class id {bad[0]} out of range; this model has classes 0..{num_classes - 1}")
+        return SamplePlan(sample_id=ids, seed=seed_array, class_id=np.asarray(labels, dtype=np.int64),
+                          description={"kind": "explicit", "seeds": seed_array.tolist(), "classes": labels})
+    unique = list(dict.fromkeys(labels))
+    return SamplePlan(sample_id=ids, seed=seed_array,
+                      prompt_index=np.asarray([unique.index(p) for p in labels], dtype=np.int64),
+                      prompts=tuple(unique), description={"kind": "explicit", "seeds": seed_array.tolist(),
+                                                          "prompts": [p.text for p in labels]})
+
+
 def read_prompt_file(path: str | Path) -> list[Prompt]:
     """Prompts from a text file (one per non-blank line) or JSONL (`{"prompt": ..., "tags": [...]}`)."""
     path = Path(path)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ingest.failpoints import failpoint
 from ingest.lake import RUNS_SCHEMA, SCHEMA_VERSION, Lake, check_run_id
-from ingest.plan import PlanError, SamplePlan, class_plan, prompt_plan, read_prompt_file
+from ingest.plan import PlanError, Prompt, SamplePlan, class_plan, explicit_plan, prompt_plan, read_prompt_file
 from ingest.writer import VECTOR_PRECISIONS, Batch, RunInfo, ShardWriter
 
 
@@ -49,6 +49,8 @@ class IngestConfig:
     classes: list[int] | None = None
     prompts: str | None = None
     per_prompt: int = 1
+    sample_seeds: list[int] | None = None  # explicit noise seeds, with `classes` or `prompt_texts` (one or one each)
+    prompt_texts: list[str] | None = None
     layers: str = "all"
     poolings: tuple[str, ...] = ("mean",)
     seed: int = 0
@@ -80,6 +82,14 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def build_plan(config: IngestConfig, spec) -> SamplePlan:
+    if config.sample_seeds is not None:
+        if spec.class_names and config.prompt_texts:
+            raise PlanError(f"model {spec.name} is class-conditional; give classes with the seeds, not prompts")
+        if spec.text_to_image is not None and not config.prompt_texts:
+            raise PlanError(f"model {spec.name} is text-to-image; give a prompt with the seeds")
+        prompts = [Prompt(t) for t in config.prompt_texts] if config.prompt_texts else None
+        return explicit_plan(config.sample_seeds, None if prompts else config.classes, prompts,
+                             len(spec.class_names) or None)
     if spec.text_to_image is not None and config.prompts is None:
         raise PlanError(f"model {spec.name} is text-to-image; pass --prompts FILE (one prompt per line)")
     if config.prompts is not None:

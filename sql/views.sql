@@ -105,3 +105,8 @@ SELECT * FROM read_parquet('{lake}/comparisons/*/*.parquet', union_by_name = tru
 -- k-NN class purity, near-duplicate pairs at a threshold, and the Vendi score (effective number of samples).
 CREATE OR REPLACE VIEW diversity AS
 SELECT * FROM read_parquet('{lake}/diversity/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
+-- Named selections saved from the explorer ("Save selection"), one row per sample; also
+-- store.selections.read_selection(lake, name) in Python.
+CREATE OR REPLACE VIEW selections AS
+SELECT * FROM read_parquet('{lake}/selections/*.parquet', union_by_name = true, hive_partitioning = false);

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--lake", default="lake", help="lake folder (default: ./lake)")
     embed.add_argument("--run", help="run id, comma-separated run ids, or `all` (default: the latest run)")
     embed.add_argument("--layers", help="comma-separated layers (default: every captured layer)")
-    embed.add_argument("--step", type=int, help="sampling step (default: the last)")
+    embed.add_argument("--step", help="sampling step, or `all` for every captured step (default: the last)")
     embed.add_argument("--pool", default="mean", help="pooling (default: mean)")
     embed.add_argument("--n-neighbors", type=int, default=15)
     embed.add_argument("--min-dist", type=float, default=0.1)
@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--k", type=int, default=10)
     compare.add_argument("--steps", help="steps to compare, A,B (default: each run's last step)")
     compare.set_defaults(handler=run_compare)
+
+    atlas = commands.add_parser("atlas", help="export a layout for Apple's Embedding Atlas (one Parquet file)")
+    atlas.add_argument("--lake", default="lake")
+    atlas.add_argument("--run", required=True)
+    atlas.add_argument("--layer", required=True)
+    atlas.add_argument("--step", type=int, help="step (default: the last laid out)")
+    atlas.add_argument("--pool", default="mean")
+    atlas.add_argument("--k", type=int, default=15, help="neighbours per point (default 15)")
+    atlas.add_argument("--images", default="thumb", help="thumb (default), full or none")
+    atlas.add_argument("--out", default="atlas.parquet", help="output file (default: atlas.parquet)")
+    atlas.set_defaults(handler=run_atlas)
 
     div = commands.add_parser("diversity", help="per-class (or per-prompt) diversity per layer: mode-collapse signals")
     div.add_argument("--lake", default="lake")
@@ -85,8 +96,9 @@ def run_embed(args: argparse.Namespace) -> int:
         runs = [r.strip() for r in args.run.split(",") if r.strip()] if args.run else [None]
     results = []
     for run_id in runs:
-        results += embed_run(args.lake, run_id, layers, args.step, args.pool, params, align=not args.no_align,
-                             progress=not args.quiet)
+        for step in embed_steps(args.lake, run_id, layers, args.pool, args.step):
+            results += embed_run(args.lake, run_id, layers, step, args.pool, params, align=not args.no_align,
+                                 progress=not args.quiet)
     print(f"{'run':<24} {'layer':<20} {'step':>4} {'points':>8} {'audit':>6} {'moved':>6}  layout")
     for r in results:
         moved = f"{r.displacement:.2f}" if r.displacement is not None else "-"
@@ -95,6 +107,26 @@ def run_embed(args: argparse.Namespace) -> int:
     print("audit: mean share of each point's 15 raw-space neighbours kept on the map; "
           "moved: mean displacement from the previous layer, in map radii")
     return 0
+
+
+def embed_steps(lake: str, run_id: str | None, layers: list[str] | None, pooling: str, step: str | None) -> list:
+    """--step: None (the last), a number, or `all` (every step the run captured)."""
+    if step is None:
+        return [None]
+    if step != "all":
+        try:
+            return [int(step)]
+        except ValueError:
+            raise ValueError(f"--step {step!r} must be a step number or `all`") from None
+    from ingest.lake import Lake
+    from store.embed import captured_layers, latest_run
+    from store.neighbours import captured_steps
+
+    run_id = run_id or latest_run(Lake(lake))
+    layer = (layers or captured_layers(Lake(lake), run_id, pooling) or [None])[0]
+    if layer is None:
+        raise ValueError(f"run {run_id} has no captured layers with pooling {pooling}")
+    return captured_steps(lake, run_id, layer, pooling)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -142,6 +174,23 @@ def run_diversity(args: argparse.Namespace) -> int:
                       f"{row['knn_purity']:>6.3f} {row['near_duplicate_pairs']:>8} {row['vendi_score']:>6.2f}")
     print("most collapsed first (lowest Vendi score: the effective number of distinct samples); distance: mean "
           f"pairwise cosine distance; near-dup: pairs closer than {args.threshold:g}")
+    return 0
+
+
+def run_atlas(args: argparse.Namespace) -> int:
+    from store.atlas import atlas_command, export_atlas
+    from store.maps import list_layouts, layout_params
+
+    require_lake(args.lake)
+    keys = [k for k in list_layouts(args.lake) if (k.run_id, k.layer, k.pooling) == (args.run, args.layer, args.pool)
+            and (args.step is None or k.step == args.step) and "subset" not in layout_params(args.lake, k)]
+    if not keys:
+        raise ValueError(f"no layout of run {args.run}, layer {args.layer}, pooling {args.pool}"
+                         f"{'' if args.step is None else f', step {args.step}'}; run `make embed` first")
+    key = max(keys, key=lambda k: k.step)
+    rows = export_atlas(args.lake, key, args.out, args.k, args.images)
+    print(f"wrote {rows:,} points of {key.label} to {args.out}; open it with:")
+    print(f"  {atlas_command(args.out)}")
     return 0
 
 

@@ -110,9 +110,14 @@ def interpolate(fitted_data: np.ndarray, fitted_xy: np.ndarray, rest: np.ndarray
 
         index = NNDescent(fitted_unit, metric="cosine", n_neighbors=max(2 * k, 30), random_state=seed, verbose=False)
         rows, distances = index.query(rest_unit, k=k)
+    return weighted_position(fitted_xy, rows, distances)
+
+
+def weighted_position(xy: np.ndarray, rows: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """The inverse-distance-weighted mean of each query's neighbours' positions (rows index `xy`)."""
     weights = 1.0 / np.maximum(distances, 1e-6)
     weights /= weights.sum(1, keepdims=True)
-    return np.einsum("nk,nkd->nd", weights, fitted_xy[rows]).astype(np.float32)
+    return np.einsum("nk,nkd->nd", weights, xy[rows]).astype(np.float32)
 
 
 def layout(vectors: np.ndarray, params: LayoutParams, knn: tuple[np.ndarray, np.ndarray] | None = None,

@@ -288,6 +288,38 @@ def aligned_onto(reference: MapPoints, moving: MapPoints) -> MapPoints:
     return MapPoints(moving.key, frame, moving.class_names, moving.model)
 
 
+def trajectory_layouts(layouts: list[LayoutKey], key: LayoutKey, layer_order: list[str]) -> tuple[str, list[LayoutKey]]:
+    """The layouts a sample's path runs through, seen from layout `key`: ("steps", its layer's layouts at
+    every laid-out step) for a multi-step run, else ("layers", its step's layouts of every layer in capture
+    order). One layout per step or layer, of the same pooling; pass full layouts only (no subsets)."""
+    same = [k for k in layouts if k.run_id == key.run_id and k.pooling == key.pooling]
+    steps = sorted({k.step for k in same if k.layer == key.layer})
+    if len(steps) > 1:
+        return "steps", [pick_layout(same, key, layer=key.layer, step=s) for s in steps]
+    layers = sorted({k.layer for k in same if k.step == key.step},
+                    key=lambda layer: (layer_order.index(layer) if layer in layer_order else len(layer_order), layer))
+    return "layers", [pick_layout(same, key, layer=layer, step=key.step) for layer in layers]
+
+
+def pick_layout(keys: list[LayoutKey], current: LayoutKey, layer: str, step: int) -> LayoutKey:
+    if (current.layer, current.step) == (layer, step):
+        return current
+    return sorted(k for k in keys if (k.layer, k.step) == (layer, step))[0]
+
+
+def trajectories(lake: Lake | str, reference: MapPoints, keys: list[LayoutKey], sample_ids: np.ndarray) -> np.ndarray:
+    """(samples, len(keys), 2): each sample's position in each layout, Procrustes-aligned onto
+    `reference` (NaN where a layout lacks the sample)."""
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    paths = np.full((len(ids), len(keys), 2), np.nan, dtype=np.float32)
+    for j, key in enumerate(keys):
+        points = reference if key == reference.key else aligned_onto(reference, points_for(lake, key))
+        rows = points.rows_of(ids)
+        found = rows >= 0
+        paths[found, j] = points.frame[["x", "y"]].to_numpy(np.float32)[rows[found]]
+    return paths
+
+
 def sample_rows(con, run_id: str, sample_ids: list[int]) -> pd.DataFrame:
     """Metadata of some samples of a run (no images), in the order asked; absent ids are left out."""
     ids = [int(i) for i in sample_ids]

@@ -164,16 +164,20 @@ def read_graph(lake: Lake, parts: tuple[str, ...], digest: str, step: int) -> Ne
 
 
 def resolve_step(lake: Lake, run_id: str, layer: str, pooling: str, step: int | None) -> int:
-    if step is not None:
-        return step
+    return step if step is not None else captured_steps(lake, run_id, layer, pooling)[-1]
+
+
+def captured_steps(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean") -> list[int]:
+    """The sampling steps a run captured for a layer (every chunk holds the same), in order."""
     import pyarrow.dataset as ds
 
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
     paths = shard_paths(lake, run_id, layer, pooling)
     if not paths:
         raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
                                 "see the `captured` view for what exists")
     steps = ds.dataset(paths[:1], format="parquet", filesystem=lake.fs).to_table(columns=["step"]).column("step")
-    return int(max(steps.to_pylist()))
+    return sorted({int(s) for s in steps.to_pylist()})
 
 
 def neighbours_of_vector(lake: Lake | str, run_id: str, layer: str, vector: np.ndarray, k: int = 10,

@@ -48,7 +48,13 @@ DIVERSITY_COLUMNS = pa.schema([
     ("knn_purity", pa.float64()), ("near_duplicate_pairs", pa.int64()), ("threshold", pa.float64()),
     ("vendi_score", pa.float64()), ("example_pair", pa.list_(pa.int64())),
 ])
-TABLE_SCHEMAS = {"comparisons": COMPARISONS_COLUMNS, "diversity": DIVERSITY_COLUMNS, "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
+SELECTIONS_COLUMNS = pa.schema([
+    ("selection", pa.string()), ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int64()),
+    ("sample_id", pa.int64()), ("seed", pa.int64()), ("class_id", pa.int64()), ("label", pa.string()),
+    ("prompt", pa.string()), ("tags", pa.string()), ("x", pa.float32()), ("y", pa.float32()),
+    ("saved_at", pa.timestamp("us", tz="UTC")),
+])
+TABLE_SCHEMAS = {"selections": SELECTIONS_COLUMNS, "comparisons": COMPARISONS_COLUMNS, "diversity": DIVERSITY_COLUMNS, "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
                  "embeddings": EMBEDDINGS_COLUMNS, "indexes": NEIGHBOURS_COLUMNS}
 
 

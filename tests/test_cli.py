@@ -58,3 +58,18 @@ def test_help_does_not_import_torch():
     code = "import sys; from ingest.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == "False"
+
+
+def test_explicit_sample_seeds(tmp_path):
+    from store import connect
+
+    lake = tmp_path / "lake"
+    result = run_cli("run", "--lake", str(lake), "--classes", "7", "--sample-seeds", "42,43",
+                     "--layers", "enc.8x8_block0", "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = connect(lake).sql("SELECT seed, class_id FROM samples ORDER BY sample_id").fetchall()
+    assert rows == [(42, 7), (43, 7)]
+    bad = run_cli("run", "--lake", str(tmp_path / "other"), "--classes", "7", "--sample-seeds", "4x")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--sample-seeds" in bad.stderr
+    mismatch = run_cli("run", "--lake", str(tmp_path / "other"), "--classes", "1,2", "--sample-seeds", "1,2,3")
+    assert mismatch.returncode == 2 and "3 seeds but 2" in mismatch.stderr and not (tmp_path / "other" / "samples").exists()

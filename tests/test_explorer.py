@@ -247,3 +247,68 @@ def test_box_selection_opens_a_gallery_and_exports(served):
     assert "&lt;script&gt;" in explorer.gallery_info.object + explorer.gallery.object
     exported = pd.read_csv(io.BytesIO(explorer._region_export("csv").getvalue()), keep_default_na=False)
     assert len(exported) == selected and set(exported["prompt"]) <= set(HOSTILE_PROMPTS)
+
+
+def test_a_selection_made_in_the_browser_is_read_back_in_python(served, page):
+    from store.selections import read_selection
+
+    run_id = served["run_id"]
+    open_explorer(page, served["url"], f"?run={run_id}&sample=7")
+    wait_for_selected(page, 7)
+    page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
+    neighbours = neighbour_ids_on_page(page)
+    page.get_by_role("button", name="Collect neighbours").click()
+    page.wait_for_timeout(500)
+    page.locator("input[placeholder='name, e.g. odd-sevens']").fill("picked-in-browser")
+    page.locator("input[placeholder='name, e.g. odd-sevens']").press("Enter")
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Save selection (collected + box/lasso)").click()
+    page.wait_for_selector(".lens-saved[data-name='picked-in-browser']", timeout=20_000)
+    frame = read_selection(served["lake"], "picked-in-browser")
+    assert sorted(frame["sample_id"]) == sorted(neighbours) and set(frame["run_id"]) == {run_id}
+    assert page.problems == []
+
+
+def test_the_page_renders_for_a_notebook_with_inline_images(served):
+    import base64
+
+    from bokeh.model import Model
+
+    from dashboards.explorer import notebook
+    from dashboards.render import inline_images
+
+    try:
+        page_ = notebook(str(served["lake"]))
+        assert isinstance(page_.view().get_root(), Model)  # what Jupyter's display renders
+        explorer = page_.explorer
+        explorer.select_sample(int(explorer.points.frame["sample_id"].iat[3]))
+        explorer._collect(explorer.neighbour_ids)
+        selected = explorer.selection()
+        assert sorted(selected["sample_id"]) == sorted(explorer.neighbour_ids)
+        source = explorer.neighbour_view.object.split("src='", 1)[1].split("'", 1)[0]
+        assert source.startswith("data:image/")  # no image route in a notebook
+        assert base64.b64decode(source.split(",", 1)[1])[:4] in (b"\x89PNG", b"RIFF")
+    finally:
+        inline_images(None)
+
+
+def test_trajectories_follow_the_selection_and_are_thinned(paired_lake, monkeypatch):
+    import dashboards.explorer as explorer_module
+    from dashboards.explorer import Explorer
+
+    lake = str(paired_lake["lake"])
+    teacher = Explorer(lake, {"run": paired_lake["teacher"]})
+    teacher.select_sample(5)
+    teacher.show_paths.value = True
+    assert "data-kind='steps'" in teacher.paths_info.object and "step 0 → step 7" in teacher.paths_info.object
+    assert len(teacher.paths.data) == 1 and teacher.paths.data[0].shape == (2, 2)
+    monkeypatch.setattr(explorer_module, "MAX_PATHS", 50)
+    xy = teacher.points.frame[["x", "y"]].to_numpy()
+    teacher._on_box(bounds=(xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()))
+    assert len(teacher.paths.data) == 50 and "a random 50 of 300" in teacher.paths_info.object
+    student = Explorer(lake, {"run": paired_lake["student"]})
+    student.select_sample(5)
+    student.show_paths.value = True
+    assert "data-kind='layers'" in student.paths_info.object and student.paths.data[0].shape == (3, 2)
+    student.show_paths.value = False
+    assert student.paths.data == []

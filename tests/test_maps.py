@@ -185,3 +185,26 @@ def test_sample_rows_keep_the_order_asked(lake):
     assert set(rows["label"]) <= set(PROMPTS)
     digits = maps.sample_rows(con, lake["run_id"], [3])
     assert digits["label"].iat[0] == f"{digits['class_id'].iat[0]}: {digits['class_name'].iat[0]}"
+
+
+def test_trajectories_run_across_steps_or_layers(paired_lake):
+    from tests.conftest import DIGITS_LAYERS
+
+    lake = paired_lake["lake"]
+    layouts = maps.list_layouts(lake)
+    order = DIGITS_LAYERS.split(",")
+    teacher_key = next(k for k in layouts if k.run_id == paired_lake["teacher"] and k.step == 7)
+    kind, keys = maps.trajectory_layouts(layouts, teacher_key, order)
+    assert kind == "steps" and [k.step for k in keys] == [0, 7] and {k.layer for k in keys} == {teacher_key.layer}
+    student_key = next(k for k in layouts if k.run_id == paired_lake["student"] and k.layer == order[1])
+    kind, keys = maps.trajectory_layouts(layouts, student_key, order)
+    assert kind == "layers" and [k.layer for k in keys] == order and keys[1] == student_key
+
+    reference = maps.points_for(lake, student_key)
+    ids = reference.frame["sample_id"].to_numpy()[[0, 5, 9]]
+    paths = maps.trajectories(lake, reference, keys, ids)
+    assert paths.shape == (3, 3, 2)
+    assert np.allclose(paths[:, 1], reference.frame[["x", "y"]].to_numpy()[[0, 5, 9]])  # the map's own layer
+    first = maps.aligned_onto(reference, maps.points_for(lake, keys[0]))
+    assert np.allclose(paths[:, 0], first.frame[["x", "y"]].to_numpy()[first.rows_of(ids)])
+    assert np.isnan(maps.trajectories(lake, reference, keys, np.array([10**9]))).all()

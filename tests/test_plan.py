@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ingest.plan import PlanError, Prompt, class_plan, prompt_plan, read_prompt_file, sample_seeds
+from ingest.plan import PlanError, Prompt, class_plan, explicit_plan, prompt_plan, read_prompt_file, sample_seeds
 
 
 def test_balanced_plan_is_interleaved_so_every_prefix_is_balanced():
@@ -84,3 +84,26 @@ def test_missing_and_binary_prompt_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(PlanError, match="not UTF-8"):
         read_prompt_file(binary)
+
+
+def test_explicit_seeds_with_one_class_or_one_each():
+    plan = explicit_plan([42, 43], classes=[7], num_classes=10)
+    assert plan.seed.tolist() == [42, 43] and plan.class_id.tolist() == [7, 7]
+    assert plan.sample_id.tolist() == [0, 1] and plan.description["kind"] == "explicit"
+    each = explicit_plan([1, 2, 3], classes=[3, 1, 4], num_classes=10)
+    assert each.class_id.tolist() == [3, 1, 4]
+    texts = explicit_plan([5, 6], prompts=[Prompt("a cat"), Prompt("a dog")])
+    assert texts.prompt_texts() == ["a cat", "a dog"] and texts.class_id is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seeds": [], "classes": [1]}, "no seeds"),
+    ({"seeds": [-1], "classes": [1]}, "seeds must be between"),
+    ({"seeds": [1, 2, 3], "classes": [1, 2]}, "3 seeds but 2"),
+    ({"seeds": [1], "classes": [10]}, "out of range"),
+    ({"seeds": [1]}, "give a class or a prompt"),
+    ({"seeds": [1], "prompts": [Prompt("  ")]}, "empty prompt"),
+])
+def test_bad_explicit_plans(kwargs, message):
+    with pytest.raises(PlanError, match=message):
+        explicit_plan(num_classes=10, **kwargs)

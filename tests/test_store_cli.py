@@ -33,3 +33,23 @@ def test_shell_loads_the_views(digits_lake):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "stored" in result.stdout and "300" in result.stdout
+
+
+def test_embed_every_step_of_a_multi_step_run(paired_lake, tmp_path):
+    import shutil
+
+    from store import maps
+    from tests.conftest import DIGITS_LAYERS
+
+    lake = tmp_path / "lake"
+    shutil.copytree(paired_lake["lake"], lake)
+    layer = DIGITS_LAYERS.split(",")[-1]
+    result = subprocess.run([sys.executable, "-m", "store", "embed", "--lake", str(lake), "--run",
+                             paired_lake["teacher"], "--layers", layer, "--step", "all", "--quiet"], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    steps = {k.step for k in maps.list_layouts(lake) if k.run_id == paired_lake["teacher"] and k.layer == layer}
+    assert steps == set(range(8))  # the teacher samples in 8 steps
+    bad = subprocess.run([sys.executable, "-m", "store", "embed", "--lake", str(lake), "--step", "last"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "must be a step number or `all`" in bad.stderr

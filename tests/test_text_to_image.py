@@ -235,3 +235,20 @@ def test_prompts_and_tags_round_trip_through_ingest_sql_and_the_dashboard(bases,
         by_parameter = connect(f"{tmp}/lake").sql("SELECT count(*) FROM samples WHERE prompt = $p",
                                                   params={"p": records[0][0]}).fetchall()[0][0]
         assert by_parameter == sum(p == records[0][0] for p, _ in records)  # quotes or SQL in a value stay data
+
+
+def test_generate_like_and_regenerate_a_prompt_run(bases, tmp_path):
+    from ingest.interactive import generate_like, regenerate
+
+    lake = tmp_path / "lake"
+    source = run_ingest(IngestConfig(model="sdxl-1step", base=str(bases["sdxl"]), checkpoint=str(bases["sdxl_bin"]),
+                                     prompts=str(bases["prompts"]), n=3, batch=3, lake=str(lake), progress=False))
+    new_run = generate_like(lake, source.run_id, seeds=[42], prompts=["a red fox, <b>bold</b>"])
+    rows = connect(lake).sql("SELECT seed, prompt FROM samples WHERE run_id = $r", params={"r": new_run}).fetchall()
+    assert rows == [(42, "a red fox, <b>bold</b>")]
+    layers = connect(lake).sql("SELECT count(DISTINCT layer) FROM captured WHERE run_id = $r GROUP BY run_id "
+                               "UNION ALL SELECT count(DISTINCT layer) FROM captured WHERE run_id = $s GROUP BY run_id",
+                               params={"r": new_run, "s": source.run_id}).fetchall()
+    assert layers[0] == layers[1]  # the same layers as the source run
+    result = regenerate(lake, source.run_id, 1)
+    assert result.image_identical and result.reproduced()

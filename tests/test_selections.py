@@ -1,0 +1,43 @@
+"""Named selections in the lake: saved, read back as DataFrames, listed, and read by the `selections` view."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from store import connect, maps
+from store.selections import SelectionError, list_selections, read_selection, save_selection
+
+
+@pytest.fixture()
+def lake(embedded_lake, tmp_path):
+    root = tmp_path / "lake"
+    shutil.copytree(embedded_lake["lake"], root)
+    return root
+
+
+def test_saved_selections_read_back_and_show_in_sql(lake):
+    key = maps.list_layouts(lake)[0]
+    points = maps.load_points(lake, key)
+    frame = maps.selection_frame(points, np.array([3, 1, 4]))
+    save_selection(lake, "three", frame)
+    back = read_selection(lake, "three")
+    assert back["sample_id"].tolist() == frame["sample_id"].tolist() and set(back["selection"]) == {"three"}
+    save_selection(lake, "three", frame.iloc[:1])  # saving again under a name replaces it
+    assert len(read_selection(lake, "three")) == 1 and list_selections(lake) == ["three"]
+    rows = connect(lake).sql("SELECT selection, sample_id FROM selections").fetchall()
+    assert rows == [("three", int(frame["sample_id"].iat[0]))]
+
+
+@pytest.mark.parametrize("name", ["../evil", "", "a/b", "x" * 200])
+def test_bad_names_and_empty_selections_are_refused(lake, name):
+    points = maps.load_points(lake, maps.list_layouts(lake)[0])
+    with pytest.raises(SelectionError, match="invalid selection name"):
+        save_selection(lake, name, maps.selection_frame(points, np.array([0])))
+    with pytest.raises(SelectionError, match="empty"):
+        save_selection(lake, "fine", maps.selection_frame(points, np.array([], dtype=np.int64)))
+    assert list_selections(lake) == []
+    with pytest.raises(KeyError, match="no selection"):
+        read_selection(lake, "fine")
