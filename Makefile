@@ -82,10 +82,8 @@ serve: setup  ## the dashboard on a lake: make serve LAKE=lake HOST=127.0.0.1 PO
 DEMO_PER_CLASS ?= 200
 DEMO_LAYERS    ?= enc.8x8_block0,enc.4x4_block0,enc.2x2_block0,dec.2x2_block1,dec.4x4_block1,dec.8x8_block1
 demo: setup  ## one command from a fresh clone: ingest the embedded digits models, embed, serve, print the URL
-	$(PY) -m ingest run --model digits-dmd2 --run-id demo-digits-dmd2 --lake $(LAKE) --layers '$(DEMO_LAYERS)' \
-		--per-class $(DEMO_PER_CLASS) --seed $(SEED)
-	$(PY) -m ingest run --model digits-edm --run-id demo-digits-edm --lake $(LAKE) --layers '$(DEMO_LAYERS)' \
-		--per-class $(DEMO_PER_CLASS) --seed $(SEED)
+	$(PY) -m ingest run --model digits-dmd2,digits-edm --run-id demo-digits-dmd2,demo-digits-edm --lake $(LAKE) \
+		--layers '$(DEMO_LAYERS)' --per-class $(DEMO_PER_CLASS) --seed $(SEED)
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --step 0
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --layers dec.8x8_block1 --step all

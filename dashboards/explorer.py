@@ -96,7 +96,8 @@ class Explorer:
         self.markers = hv.streams.Pipe(data=pd.DataFrame({"x": [], "y": [], "role": []}))
         self.generated_positions = pd.DataFrame({"x": [], "y": []})  # generated samples placed on this layout
         self.paths = hv.streams.Pipe(data=[])
-        self.show_paths = pn.widgets.Checkbox(label="Trajectories of the selection (across steps or layers)")
+        self.show_paths = pn.widgets.Checkbox(label="Trajectories of the selection (across steps or layers)",
+                                              css_classes=["lens-paths-toggle"])
         self.paths_info = html_pane("", css_classes=["lens-paths-info"])
         self._full_layouts: list[maps.LayoutKey] | None = None
         self.generate = GeneratePanel(self)

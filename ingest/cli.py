@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     est.set_defaults(handler=run_estimate)
 
     run = commands.add_parser("run", help="generate samples and pooled activations into the lake")
-    run.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: digits-dmd2)")
+    run.add_argument("--model", default="digits-dmd2",
+                     help="preset name or EDM config.json path (default: digits-dmd2); several, comma-separated, "
+                          "run the same plan through each into paired runs (e.g. digits-dmd2,digits-edm)")
     run.add_argument("--checkpoint", help="weights file (default: the preset's, from the hub cache)")
     run.add_argument("--base", help="text-to-image: local base pipeline folder (default: the preset's hub base)")
     run.add_argument("--vae", help="text-to-image: another VAE, folder or hub id (e.g. madebyollin/sdxl-vae-fp16-fix)")
@@ -86,8 +88,6 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from ingest.run import IngestConfig, run_ingest
-
     classes = None
     if args.classes:
         try:
@@ -104,9 +104,33 @@ def run_run(args: argparse.Namespace) -> int:
             from ingest.plan import read_prompt_file
 
             prompt_texts, prompts = [p.text for p in read_prompt_file(args.prompts)], None
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    run_ids = [r.strip() for r in args.run_id.split(",")] if args.run_id else [None] * len(models)
+    checkpoints = [c.strip() for c in args.checkpoint.split(",")] if args.checkpoint else [None] * len(models)
+    if len(run_ids) != len(models) or len(checkpoints) != len(models):
+        raise ValueError(f"{len(models)} models need as many comma-separated --run-id and --checkpoint values "
+                         "(or none)")
+    if len(models) > 1:
+        from ingest.models.presets import get_spec
+
+        for model in models:  # every name checked before anything is generated
+            get_spec(model, args.base)
+    results = []
+    for model, run_id, checkpoint in zip(models, run_ids, checkpoints):
+        results.append(run_one(args, model, run_id, checkpoint, classes, seeds, prompt_texts, prompts))
+    if len(results) > 1:
+        print(f"paired runs (one plan, {len(results)} models): compare them with "
+              f"make compare RUNS={','.join(results[:2])}")
+    return 0
+
+
+def run_one(args: argparse.Namespace, model: str, run_id: str | None, checkpoint: str | None, classes, seeds,
+            prompt_texts, prompts) -> str:
+    from ingest.run import IngestConfig, run_ingest
+
     config = IngestConfig(
         sample_seeds=seeds, prompt_texts=prompt_texts,
-        model=args.model, checkpoint=args.checkpoint, base=args.base, vae=args.vae, lake=args.lake, run_id=args.run_id, n=args.n,
+        model=model, checkpoint=checkpoint, base=args.base, vae=args.vae, lake=args.lake, run_id=run_id, n=args.n,
         per_class=args.per_class, classes=classes, prompts=prompts, per_prompt=args.per_prompt,
         layers=args.layers, poolings=tuple(p.strip() for p in args.pool.split(",") if p.strip()), seed=args.seed,
         batch=args.batch, chunk_size=args.chunk_size, device=args.device, dtype=args.dtype,
@@ -116,7 +140,7 @@ def run_run(args: argparse.Namespace) -> int:
     state = "already complete" if result.generated == 0 else f"generated {result.generated} samples"
     print(f"run {result.run_id}: {state} of {result.planned} planned "
           f"(worker {result.rank + 1}/{result.world_size}, {result.seconds:.1f} s) in {config.lake}")
-    return 0
+    return result.run_id
 
 
 def run_layers(args: argparse.Namespace) -> int:

@@ -73,3 +73,22 @@ def test_explicit_sample_seeds(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--sample-seeds" in bad.stderr
     mismatch = run_cli("run", "--lake", str(tmp_path / "other"), "--classes", "1,2", "--sample-seeds", "1,2,3")
     assert mismatch.returncode == 2 and "3 seeds but 2" in mismatch.stderr and not (tmp_path / "other" / "samples").exists()
+
+
+def test_one_plan_through_two_models_makes_paired_runs(tmp_path):
+    from store import connect
+    from store.compare import check_paired
+    from ingest.lake import Lake
+
+    lake = tmp_path / "lake"
+    result = run_cli("run", "--lake", str(lake), "--model", "digits-dmd2,digits-edm", "--run-id", "student,teacher",
+                     "--per-class", "2", "--layers", "enc.8x8_block0", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "make compare RUNS=student,teacher" in result.stdout
+    assert check_paired(Lake(str(lake)), "student", "teacher") == 20
+    models = dict(connect(lake).sql("SELECT run_id, model FROM runs").fetchall())
+    assert models == {"student": "digits-dmd2", "teacher": "digits-edm"}
+    bad = run_cli("run", "--lake", str(tmp_path / "other"), "--model", "digits-dmd2,nope", "--n", "4")
+    assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr and not (tmp_path / "other" / "runs").exists()
+    uneven = run_cli("run", "--lake", str(tmp_path / "other"), "--model", "digits-dmd2,digits-edm", "--run-id", "a")
+    assert uneven.returncode == 2 and "as many comma-separated --run-id" in uneven.stderr

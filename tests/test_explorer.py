@@ -312,3 +312,27 @@ def test_trajectories_follow_the_selection_and_are_thinned(paired_lake, monkeypa
     assert "data-kind='layers'" in student.paths_info.object and student.paths.data[0].shape == (3, 2)
     student.show_paths.value = False
     assert student.paths.data == []
+
+
+PATHS_JS = """
+() => {
+  for (const doc of Bokeh.documents) {
+    for (const m of doc.all_models) {
+      if (m.type === 'GlyphRenderer' && m.glyph.type === 'MultiLine') return m.data_source.data.xs.map(p => p.length);
+    }
+  }
+  return null;
+}
+"""
+
+
+def test_trajectories_are_drawn_in_the_browser(served, page):
+    open_explorer(page, served["url"], f"?run={served['run_id']}&sample=7")
+    wait_for_selected(page, 7)
+    page.locator(".lens-paths-toggle input[type=checkbox]").check()
+    page.wait_for_selector(".lens-paths[data-kind='layers'][data-paths='1']", timeout=20_000)
+    deadline = time.monotonic() + 10
+    while page.evaluate(PATHS_JS) != [3] and time.monotonic() < deadline:  # one path through the 3 layers
+        page.wait_for_timeout(200)
+    assert page.evaluate(PATHS_JS) == [3]
+    assert page.problems == []
