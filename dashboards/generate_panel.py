@@ -157,7 +157,7 @@ class GeneratePanel:
             from ingest.interactive import regenerate
 
             try:
-                result, error = regenerate(self.explorer.lake, run_id, sample, device="auto"), None
+                result, error = regenerate(self.explorer.lake, run_id, sample), None
             except Exception as err:
                 result, error = None, f"{type(err).__name__}: {err}"
 

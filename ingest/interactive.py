@@ -87,9 +87,11 @@ class Reproduction:
         return self.image_identical and self.vectors_compared > 0 and self.max_relative_difference <= tolerance
 
 
-def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str = "cpu") -> Reproduction:
+def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str | None = None) -> Reproduction:
     """Regenerate one stored sample from its seed and class or prompt with its run's model and compare
-    the image and every captured vector with the stored ones (nothing is written)."""
+    the image and every captured vector with the stored ones (nothing is written). `device` None: the
+    device the run was generated on (CPU when that was CUDA and none is visible here), since another
+    device's kernels round differently."""
     import torch
     from PIL import Image
 
@@ -103,6 +105,10 @@ def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str = "cpu
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     recorded = recorded_config(lake, run_id)
     spec = get_spec(recorded.model, recorded.base)
+    if device is None:
+        device = recorded.device if recorded.device in ("cpu", "cuda") else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            device = "cpu"
     config = resolve_device_and_dtype(dataclasses.replace(recorded, device=device), spec)
     stored = stored_sample(lake, run_id, sample_id)
     if spec.text_to_image is not None and config.base is None:
