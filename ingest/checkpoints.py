@@ -7,7 +7,9 @@ code at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import pickle
 import warnings
 import zipfile
@@ -135,7 +137,14 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in chunks (checkpoints are several GB)."""
+    """Hex sha256 of a file, read in chunks (checkpoints are several GB); remembered per process for a
+    file of the same path, size and modification time (interactive generation asks again and again)."""
+    stat = os.stat(path)
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, chunk_bytes)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int, chunk_bytes: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk_bytes):

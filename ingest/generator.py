@@ -7,6 +7,7 @@ does not depend on the batch it was generated in, and any sample can be regenera
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import torch
@@ -66,3 +67,19 @@ def make_generator(spec: ModelSpec, checkpoint, device: torch.device, dtype: tor
     from ingest.models.presets import load_denoiser
 
     return EDMGenerator(spec, load_denoiser(spec, checkpoint, device=device, dtype=dtype), device)
+
+
+_resident: dict = {}
+_resident_lock = threading.Lock()
+
+
+def resident_generator(spec: ModelSpec, checkpoint, device: torch.device, dtype: torch.dtype, vae: str | None = None):
+    """`make_generator`, keeping the last generator in memory for the next call with the same model,
+    weights, device and precision: one model resident per process, for interactive generation (the
+    dashboard's "Generate and place" would otherwise reload SDXL's 5 GB UNet on every click)."""
+    key = (spec.name, str(spec.base_dir), str(checkpoint), str(device), str(dtype), vae)
+    with _resident_lock:
+        if _resident.get("key") != key:
+            _resident.clear()
+            _resident.update(key=key, generator=make_generator(spec, checkpoint, device, dtype, vae=vae))
+        return _resident["generator"]

@@ -50,7 +50,7 @@ def generate_like(lake: Lake | str, source_run: str, seeds: list[int], classes: 
         source, lake=lake.root, run_id=None, n=None, per_class=None, prompts=None, classes=classes,
         sample_seeds=[int(s) for s in seeds], prompt_texts=prompts, device=device,
         dtype="auto" if device == "auto" else source.dtype, batch=max(1, len(seeds)), chunk_size=max(1, len(seeds)),
-        workers=1, progress=False)
+        workers=1, progress=False, keep_model_loaded=True)
     config = dataclasses.replace(config, run_id=generated_run_id(source_run, config))
     return run_ingest(config).run_id
 
@@ -96,7 +96,7 @@ def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str | None
     from PIL import Image
 
     from ingest.capture import ActivationCapture
-    from ingest.generator import DTYPES, make_generator
+    from ingest.generator import DTYPES, resident_generator
     from ingest.models.presets import get_spec
     from ingest.plan import Prompt, explicit_plan
     from ingest.run import resolve_checkpoint, resolve_device_and_dtype
@@ -118,8 +118,8 @@ def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str | None
     prompts = [Prompt(stored["prompt"])] if stored["prompt"] is not None else None
     plan = explicit_plan([stored["seed"]], None if prompts else [stored["class_id"]], prompts,
                          len(spec.class_names) or None)
-    generator = make_generator(spec, resolve_checkpoint(spec, config.checkpoint), torch.device(config.device),
-                               DTYPES[config.dtype], vae=config.vae)
+    generator = resident_generator(spec, resolve_checkpoint(spec, config.checkpoint), torch.device(config.device),
+                                   DTYPES[config.dtype], vae=config.vae)
     layers = [layer for layer in config.layers.split(",") if layer]
     with ActivationCapture({name: generator.layers[name] for name in layers}, list(config.poolings)) as capture:
         images = generator.generate(plan, capture)

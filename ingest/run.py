@@ -61,6 +61,7 @@ class IngestConfig:
     vector_precision: str = "half"
     workers: int = 2
     progress: bool = True
+    keep_model_loaded: bool = False  # interactive use: the next call in this process reuses the loaded model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +206,7 @@ def run_ingest(config: IngestConfig) -> RunResult:
     import torch
 
     from ingest.checkpoints import file_sha256
-    from ingest.generator import DTYPES, make_generator
+    from ingest.generator import DTYPES, make_generator, resident_generator
     from ingest.layers import discover_layers, select_layers
     from ingest.models.presets import get_spec
 
@@ -278,7 +279,8 @@ def run_ingest(config: IngestConfig) -> RunResult:
         generated = 0
         writer = None
         try:
-            generator = make_generator(spec, checkpoint, device, DTYPES[config.dtype], vae=config.vae)
+            load = resident_generator if config.keep_model_loaded else make_generator
+            generator = load(spec, checkpoint, device, DTYPES[config.dtype], vae=config.vae)
             info = RunInfo(run_id, spec.class_names, tuple(generator.step_levels),
                            vector_bits=VECTOR_PRECISIONS[config.vector_precision])
             writer = ShardWriter(lake, info, workers=config.workers)

@@ -95,3 +95,15 @@ def test_generate_like_refuses_bad_requests_in_one_line(lake):
         generate_like(lake["root"], lake["student"], seeds=[1], prompts=["a cat"])
     with pytest.raises(ValueError, match="no run nope"):
         generate_like(lake["root"], "nope", seeds=[1], classes=[1])
+
+
+def test_the_model_stays_loaded_between_requests(lake):
+    from ingest import generator as generators
+
+    generate_like(lake["root"], lake["student"], seeds=[101], classes=[1])
+    first = generators._resident["generator"]
+    generate_like(lake["root"], lake["student"], seeds=[102], classes=[2])
+    regenerate(lake["root"], lake["student"], 3)
+    assert generators._resident["generator"] is first  # loaded once for all three
+    generate_like(lake["root"], lake["teacher"], seeds=[103], classes=[3])
+    assert generators._resident["generator"] is not first and generators._resident["key"][0] == "digits-edm"
