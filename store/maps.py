@@ -26,7 +26,7 @@ from store.shards import warn_skipped, why_unreadable
 MISSING_LABEL = "(none)"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, order=True)
 class LayoutKey:
     """One stored layout: a file `embeddings/<run>/<layer>/<pooling>/step-<step>-<params_hash>.parquet`."""
 
