@@ -53,10 +53,11 @@ def test_same_request_reuses_stored_layouts(embedded):
     assert [r.params_hash for r in again] == [r.params_hash for r in embedded["results"]]
 
 
-def test_alignment_keeps_points_closer_than_independent_layouts(embedded):
-    con = connect(embedded["lake"])
-    independent = embed_run(str(embedded["lake"]), layers=["enc.2x2_block0", "dec.8x8_block1"], align=False,
-                            progress=False)
+def test_alignment_keeps_points_closer_than_independent_layouts(embedded, tmp_path):
+    lake = tmp_path / "lake"  # a copy: the shared embedded lake must keep one layout per layer
+    shutil.copytree(embedded["lake"], lake)
+    con = connect(lake)
+    independent = embed_run(str(lake), layers=["enc.2x2_block0", "dec.8x8_block1"], align=False, progress=False)
     assert not any(r.reused for r in independent)
     aligned = {r.layer: r for r in embedded["results"]}
     by_hash = {}
