@@ -72,7 +72,7 @@ class ComparisonView:
 
     def layout_of(self, run_id: str, layer: str, step: int, pooling: str) -> maps.LayoutKey | None:
         keys = [k for k in self.layouts if (k.run_id, k.layer, k.step, k.pooling) == (run_id, layer, step, pooling)]
-        full = [k for k in keys if "subset" not in maps.layout_params(self.lake, k)]
+        full = maps.full_layouts(self.lake, keys)
         return (full or keys or [None])[0]
 
     def show_layer(self, row: int) -> None:

@@ -391,7 +391,7 @@ class Explorer:
             self.paths_info.object = ""
             return
         if self._full_layouts is None:
-            self._full_layouts = [k for k in self.layouts if "subset" not in maps.layout_params(self.lake, k)]
+            self._full_layouts = maps.full_layouts(self.lake, self.layouts)
         kind, keys = maps.trajectory_layouts(self._full_layouts, self.key, maps.run_layers(self.con, self.key.run_id))
         rows = self.points.rows_of(self.collected.value)
         ids = self.points.frame["sample_id"].to_numpy()[np.union1d(rows[rows >= 0], self.region_rows).astype(np.int64)]

@@ -285,7 +285,7 @@ class SideBySide:
 
     def __init__(self, lake: str, con, layouts: list[maps.LayoutKey]) -> None:
         self.lake, self.con = lake, con
-        self.layouts = [k for k in layouts if "subset" not in maps.layout_params(lake, k)]
+        self.layouts = maps.full_layouts(lake, layouts)
         runs = sorted({k.run_id for k in self.layouts})
         self.linked = LinkedMaps(lake, con)
         self.run = pn.widgets.Select(label="Run", options=runs, value=runs[0] if runs else None)

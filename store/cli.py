@@ -179,11 +179,12 @@ def run_diversity(args: argparse.Namespace) -> int:
 
 def run_atlas(args: argparse.Namespace) -> int:
     from store.atlas import atlas_command, export_atlas
-    from store.maps import list_layouts, layout_params
+    from store.maps import full_layouts, list_layouts
 
     require_lake(args.lake)
-    keys = [k for k in list_layouts(args.lake) if (k.run_id, k.layer, k.pooling) == (args.run, args.layer, args.pool)
-            and (args.step is None or k.step == args.step) and "subset" not in layout_params(args.lake, k)]
+    keys = full_layouts(args.lake, [k for k in list_layouts(args.lake)
+                                    if (k.run_id, k.layer, k.pooling) == (args.run, args.layer, args.pool)
+                                    and (args.step is None or k.step == args.step)])
     if not keys:
         raise ValueError(f"no layout of run {args.run}, layer {args.layer}, pooling {args.pool}"
                          f"{'' if args.step is None else f', step {args.step}'}; run `make embed` first")

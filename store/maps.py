@@ -64,6 +64,18 @@ def layout_params(lake: Lake | str, key: LayoutKey) -> dict:
     return json.loads(table.column("params")[0].as_py())
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_subset(lake_root: str, key: LayoutKey) -> bool:
+    # A layout file never changes once written (its name carries its parameters' hash), so the answer keeps.
+    return "subset" in layout_params(lake_root, key)
+
+
+def full_layouts(lake: Lake | str, keys: list[LayoutKey]) -> list[LayoutKey]:
+    """The layouts of all of a layer's samples, without the "recompute layout" subsets."""
+    root = as_lake(lake).root
+    return [k for k in keys if not _is_subset(root, k)]
+
+
 def run_layers(con, run_id: str) -> list[str]:
     """A run's layers in capture order (input to output), as its log records them."""
     rows = con.sql("SELECT layers FROM runs WHERE run_id = $run", params={"run": run_id}).fetchall()
