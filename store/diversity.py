@@ -25,7 +25,7 @@ MAX_GROUP = 5_000  # larger groups are measured on a seeded sample of this many 
 
 def labels_of(lake: Lake, run_id: str, ids: np.ndarray) -> np.ndarray:
     """The class name (as "id: name") or the prompt of each sample id."""
-    from store.maps import read_run_samples
+    from store.maps import read_run_samples, sample_label
 
     samples = read_run_samples(lake, run_id)
     order = np.argsort(samples.column("sample_id").to_numpy())
@@ -33,8 +33,7 @@ def labels_of(lake: Lake, run_id: str, ids: np.ndarray) -> np.ndarray:
     class_ids = samples.column("class_id").to_pylist()
     names = samples.column("class_name").to_pylist()
     prompts = samples.column("prompt").to_pylist()
-    return np.array([f"{class_ids[r]}: {names[r]}" if class_ids[r] is not None else str(prompts[r]) for r in rows],
-                    dtype=object)
+    return np.array([sample_label(class_ids[r], names[r], prompts[r]) for r in rows], dtype=object)
 
 
 def centred(vectors: np.ndarray) -> np.ndarray:

@@ -259,7 +259,7 @@ def load_points(lake: Lake | str, key: LayoutKey) -> MapPoints:
             name = samples.column("class_name")[int(row)].as_py()
             class_names[int(cid)] = name if name is not None else str(cid)
     if class_names:
-        labels = [f"{i}: {class_names[i]}" for i in sorted(class_names)]
+        labels = [sample_label(i, class_names[i], None) for i in sorted(class_names)]
         codes = np.searchsorted(np.array(sorted(class_names)), class_id)
         frame["label"] = pd.Categorical.from_codes(np.where(class_id >= 0, codes, -1), categories=labels)
     else:
@@ -332,13 +332,18 @@ def trajectories(lake: Lake | str, reference: MapPoints, keys: list[LayoutKey], 
     return paths
 
 
+def sample_label(class_id: int | None, class_name: str | None, prompt: str | None) -> str:
+    """How maps and tables name a sample: "id: class name" for class-conditional runs, else its prompt."""
+    return f"{class_id}: {class_name}" if class_id is not None else str(prompt)
+
+
 def sample_rows(con, run_id: str, sample_ids: list[int]) -> pd.DataFrame:
     """Metadata of some samples of a run (no images), in the order asked; absent ids are left out."""
     ids = [int(i) for i in sample_ids]
     frame = con.sql("SELECT sample_id, chunk, seed, class_id, class_name, prompt FROM points "
                     "WHERE run_id = $run AND list_contains($ids, sample_id)",
                     params={"run": run_id, "ids": ids}).df()
-    frame["label"] = [f"{c}: {n}" if pd.notna(c) else str(p) for c, n, p in
+    frame["label"] = [sample_label(None if pd.isna(c) else int(c), n, p) for c, n, p in
                       zip(frame["class_id"], frame["class_name"], frame["prompt"])]
     position = {sample: i for i, sample in enumerate(ids)}
     return frame.sort_values("sample_id", key=lambda s: s.map(position)).reset_index(drop=True)
