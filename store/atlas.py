@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.lake import Lake
+from ingest.lake import Lake, chunk_name
 from store.maps import LayoutKey, as_lake, graph_file, load_points
 
 IMAGE_CHOICES = ("thumb", "full", "none")
@@ -90,7 +90,7 @@ def image_column(lake: Lake, run_id: str, frame, thumbnails: bool) -> pa.Array:
     by_id: dict[int, bytes] = {}
     columns = ["sample_id", "image_png"] + (["thumbnail"] if thumbnails else [])
     for chunk in sorted(set(frame["chunk"].tolist())):
-        table = pq.read_table(lake.path("samples", run_id, f"chunk-{int(chunk):06d}.parquet"), filesystem=lake.fs,
+        table = pq.read_table(lake.path("samples", run_id, chunk_name(int(chunk))), filesystem=lake.fs,
                               columns=columns)
         thumbs = table.column("thumbnail").to_pylist() if thumbnails else [None] * table.num_rows
         for sample, png, thumb in zip(table.column("sample_id").to_pylist(), table.column("image_png").to_pylist(),
