@@ -387,7 +387,8 @@ class Explorer:
         """Each selected sample's path (selected, collected, box/lasso) across the run's steps for this
         layer, or across its layers for a one-step run, aligned onto this layout; thinned to MAX_PATHS."""
         if not self.show_paths.value or self.points is None:
-            self.paths.send([])
+            if self.paths.data:  # every marker update passes here: send nothing when nothing is drawn
+                self.paths.send([])
             self.paths_info.object = ""
             return
         if self._full_layouts is None:
