@@ -99,7 +99,7 @@ def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str | None
     from ingest.generator import DTYPES, resident_generator
     from ingest.models.presets import get_spec
     from ingest.plan import Prompt, explicit_plan
-    from ingest.run import resolve_checkpoint, resolve_device_and_dtype
+    from ingest.run import resolve_checkpoint, resolve_device_and_dtype, with_base_pipeline
     from ingest.writer import VECTOR_PRECISIONS, encode_png, round_mantissa
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
@@ -111,10 +111,7 @@ def regenerate(lake: Lake | str, run_id: str, sample_id: int, device: str | None
             device = "cpu"
     config = resolve_device_and_dtype(dataclasses.replace(recorded, device=device), spec)
     stored = stored_sample(lake, run_id, sample_id)
-    if spec.text_to_image is not None and config.base is None:
-        from ingest.hub import base_folder
-
-        spec = get_spec(config.model, base_folder(spec.text_to_image, with_unet=spec.lora))
+    spec = with_base_pipeline(spec, config)
     prompts = [Prompt(stored["prompt"])] if stored["prompt"] is not None else None
     plan = explicit_plan([stored["seed"]], None if prompts else [stored["class_id"]], prompts,
                          len(spec.class_names) or None)

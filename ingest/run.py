@@ -151,6 +151,17 @@ def resolve_device_and_dtype(config: IngestConfig, spec) -> IngestConfig:
     return dataclasses.replace(config, device=device, dtype=dtype)
 
 
+def with_base_pipeline(spec, config: IngestConfig):
+    """A text-to-image preset without `--base` gets its hub base pipeline, through the cache (fetched if
+    missing); other specs are returned as they are."""
+    if spec.text_to_image is None or config.base is not None:
+        return spec
+    from ingest.hub import base_folder
+    from ingest.models.presets import get_spec
+
+    return get_spec(config.model, base_folder(spec.text_to_image, with_unet=spec.lora))
+
+
 def resolve_checkpoint(spec, checkpoint: str | None) -> Path:
     """The weights file: the one given, the one shipped, or the preset's hub file (through the cache)."""
     if checkpoint is not None:
@@ -227,13 +238,8 @@ def run_ingest(config: IngestConfig) -> RunResult:
         raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
 
     checkpoint = resolve_checkpoint(spec, config.checkpoint)
-    base = None
-    if spec.text_to_image is not None:
-        if config.base is None:  # the preset's hub base pipeline, through the cache (fetched if missing)
-            from ingest.hub import base_folder
-
-            spec = get_spec(config.model, base_folder(spec.text_to_image, with_unet=spec.lora))
-        base = config.base or spec.text_to_image.base_repo
+    spec = with_base_pipeline(spec, config)
+    base = (config.base or spec.text_to_image.base_repo) if spec.text_to_image is not None else None
     identity = run_identity(config, spec, layers, plan, file_sha256(checkpoint), base)
     digest = config_hash(identity)
     # Model name (a preset, or the tail of a config path) + config hash; a run id starts alphanumeric.
