@@ -72,3 +72,28 @@ MARKER_ROLES_JS = """
   });
 }
 """.replace("(ALL_PLOTS)", "(" + ALL_PLOTS_JS.strip() + ")")
+
+
+def plot_geometries(page) -> list[dict]:
+    """Every visible map's frame, data ranges and page position (top to bottom, left to right)."""
+    return page.evaluate(ALL_PLOTS_JS)
+
+
+def map_pixels(page, index: int = 0):
+    """What a person sees of map `index`: a screenshot of the page clipped to that plot's frame, as an
+    (height, width, 3) uint8 array."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    g = plot_geometries(page)[index]
+    clip = {"x": g["left"], "y": g["top"], "width": g["width"], "height": g["height"]}
+    return np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB"))
+
+
+def coloured_fraction(pixels) -> float:
+    """The share of a map's pixels that are not (near) white: how much of it is drawn."""
+    import numpy as np
+
+    return float((np.abs(pixels.astype(int) - 255).sum(2) > 60).mean())

@@ -27,6 +27,7 @@ LAKE_ENV = "DMD2_LENS_LAKE"
 GALLERY_PAGE = 48
 MAX_PATHS = 500  # trajectories drawn at once; more selected samples are thinned to a random subset
 ZOOM_DEBOUNCE_MS = 20
+Revision = hv.streams.Stream.define("Revision", revision=0)
 COLOUR_CHOICES = {"class / prompt": "label", "tag": "tags", "density": "density",
                   "neighbour audit (k-NN overlap)": "knn_overlap"}
 
@@ -258,9 +259,9 @@ class Explorer:
     def _redraw(self) -> None:
         self._update_legend()
         if self.plot.object is not None:
-            self.map.event()
+            self.revision.event(revision=self.revision.revision + 1)
 
-    def _render(self, x_range=None, y_range=None, width=None, height=None, scale=None) -> hv.RGB:
+    def _render(self, x_range=None, y_range=None, width=None, height=None, scale=None, revision=0) -> hv.RGB:
         frame = self.view_frame
         home_x, home_y = home_range(self.points.extent)
         x_range, y_range = x_range or home_x, y_range or home_y
@@ -279,7 +280,8 @@ class Explorer:
     def _build_plot(self) -> hv.Overlay:
         self.range = hv.streams.RangeXY()
         self.size = hv.streams.PlotSize()
-        self.map = hv.DynamicMap(self._render, streams=[self.range, self.size])
+        self.revision = Revision()
+        self.map = hv.DynamicMap(self._render, streams=[self.range, self.size, self.revision])
         self.map.opts(width=MAP_WIDTH, height=MAP_HEIGHT, tools=["tap", "box_select", "lasso_select"],
                       active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom", "reset"], xaxis=None,
                       yaxis=None, bgcolor="#ffffff", toolbar="above", hooks=[quick_range_updates])
