@@ -6,13 +6,16 @@
 - page open to first map: the first tab after start, and a second tab (every session of a server shares
   the loaded layouts);
 - zoom re-render: a mouse-wheel step until the new raster arrives in the page;
+- filter to redrawn map: a "Prompt contains" filter (Enter) until the map's pixels change, alternating
+  between distinct filters so every step is a real change; the raster's arrival in the page is reported
+  too, and the count of points shown must equal DuckDB's count over the lake's samples;
 - click to neighbour panel: a click on a point until its neighbours' thumbnails are listed;
 - server memory: peak resident set of the server process (VmHWM).
 
 With `--generate-lake LAKE` (a lake with a model run, e.g. `make demo`'s) it instead times "Generate and
 place" (class 7, seeds 42, 43, ...): click until the new sample's card with its neighbours is listed.
 
-    python -m dashboards.bench [--sizes 1000000,10000000] [--json out.json]
+    python -m dashboards.bench [--sizes 1000000,10000000] [--repeats 5] [--json out.json]
     python -m dashboards.bench --generate-lake /tmp/demo-lake
 """
 
@@ -30,10 +33,27 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dashboards.browser import PLOT_JS, free_port, launch
+from dashboards.browser import PLOT_JS, coloured_fraction, free_port, launch, map_pixels
 
 CLUSTERS = 400
 PROMPTS = [f"prompt {i}: a photo of subject {i}" for i in range(100)]
+RUN_ID = "synthetic"
+# Prompt filters taken in turn; neighbours differ, so each one redraws the map ("" clears the filter).
+FILTERS = ["prompt 7:", "prompt 42:", "subject 1", ""]
+PROMPT_INPUT = "input[placeholder='any prompt']:visible"
+
+# (JSON key, figure, target) of the printed report; "_median_s" figures also show their maximum.
+FIGURES = [
+    ("server_start_s", "server start (loads the default layout, compiles datashader's kernels)", ""),
+    ("open_first_s", "page open to first map, first tab after start", "<= 3 s at 1M"),
+    ("open_second_s", "same, a second tab", ""),
+    ("zoom_median_s", "zoom (one wheel step) until the new raster is in the page", "<= 0.5 s at 1M, <= 2 s at 10M"),
+    ("filter_median_s", "prompt filter (Enter) until the map's pixels change", "<= 0.5 s at 1M, <= 2 s at 10M"),
+    ("filter_raster_median_s", "same, until the new raster is in the page", ""),
+    ("filter_screenshot_median_s", "(one screenshot of the map, the pixel check's resolution)", ""),
+    ("click_median_s", "click on a point until its neighbours' thumbnails are listed", "<= 1 s at 1M"),
+    ("server_peak_rss_mb", "server memory, peak resident set (VmHWM), MB", "<= 3 GB at 10M"),
+]
 
 RASTER_JS = """
 () => {
@@ -55,17 +75,25 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_server(lake: Path, port: int) -> subprocess.Popen:
+    """`python -m dashboards serve` on `lake`, once it answers HTTP; if it exits or never answers, raise
+    with the end of what it wrote."""
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen([sys.executable, "-m", "dashboards", "serve", "--lake", str(lake), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=log, stderr=subprocess.STDOUT)
     for _ in range(600):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=2)
         except urllib.error.HTTPError:
             return process
         except OSError:
+            if process.poll() is not None:
+                break
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError("the dashboard server did not start")
+    process.wait(30)
+    log.seek(0)
+    tail = log.read().decode(errors="replace")[-2000:]
+    raise RuntimeError(f"the dashboard server did not start (exit status {process.returncode}):\n{tail}")
 
 
 def open_map(page, url: str) -> float:
@@ -84,6 +112,82 @@ def zoom_once(page) -> float:
     page.mouse.wheel(0, -200)
     page.wait_for_function(f"() => ({RASTER_JS})() !== window.__lensRaster", timeout=60_000, polling=10)
     return time.perf_counter() - start
+
+
+def settle(page, quiet_ms: int = 500, timeout_s: float = 60) -> None:
+    """Wait until the map's raster has stayed the same for `quiet_ms` (a fresh page may redraw once it
+    knows its size), so that what follows measures only its own change."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        page.evaluate(f"() => {{ window.__lensRaster = ({RASTER_JS})(); }}")
+        page.wait_for_timeout(quiet_ms)
+        if page.evaluate(f"() => ({RASTER_JS})() === window.__lensRaster"):
+            return
+    raise RuntimeError("the map kept redrawing; nothing to measure a filter against")
+
+
+def expected_counts(lake: Path, run_id: str, filters: list[str]) -> dict[str, int]:
+    """Samples per prompt filter (case-blind substring, "" = all), counted by DuckDB straight from the
+    lake's samples shards: independent of the dashboard's own filtering code."""
+    import duckdb
+
+    shards = str(lake / "samples" / run_id / "*.parquet")
+    with duckdb.connect() as con:
+        query = "SELECT count(*) FROM read_parquet(?) WHERE contains(lower(prompt), lower(?))"
+        return {text: con.execute(query, [shards, text]).fetchone()[0] for text in filters}
+
+
+def filter_once(page, text: str, expected: int, timeout_s: float = 60) -> dict:
+    """Type `text` into "Prompt contains" and press Enter; return the seconds until the new raster is in
+    the page (`raster_s`) and until a screenshot of the map's frame differs from before (`pixels_s`; the
+    change happened during that last screenshot, which took `screenshot_s`), and the share of the map
+    drawn afterwards. Raises if the pixels never change or the count shown is not `expected`."""
+    from playwright.sync_api import expect
+
+    page.mouse.move(1, 1)  # no pointer over the map
+    before = map_pixels(page, 0)
+    page.evaluate(f"() => {{ window.__lensRaster = ({RASTER_JS})(); }}")
+    field = page.locator(PROMPT_INPUT).first
+    field.fill(text)
+    start = time.perf_counter()
+    field.press("Enter")
+    page.wait_for_function(f"() => ({RASTER_JS})() !== window.__lensRaster", timeout=timeout_s * 1000, polling=10)
+    raster_s = time.perf_counter() - start
+    while True:  # the raster is in the page; now until a person would see the change
+        shot = time.perf_counter()
+        after = map_pixels(page, 0)
+        pixels_s = time.perf_counter() - start
+        if after.shape != before.shape or (after != before).any():
+            break
+        if pixels_s > timeout_s:
+            raise RuntimeError(f"filter {text!r}: the map's pixels did not change within {timeout_s:.0f} s")
+        page.wait_for_timeout(20)
+    expect(page.locator(".lens-shown").first).to_have_text(f"{expected:,}", timeout=timeout_s * 1000)
+    return {"raster_s": raster_s, "pixels_s": pixels_s, "screenshot_s": time.perf_counter() - shot,
+            "coloured": coloured_fraction(after)}
+
+
+def bench_filters(page, url: str, lake: Path, repeats: int) -> dict:
+    """`repeats` prompt filters in turn (FILTERS, each differing from the one before) on a fresh view."""
+    counts = expected_counts(lake, RUN_ID, FILTERS)
+    open_map(page, url)
+    settle(page)
+    steps, every = {}, []
+    for i in range(repeats):
+        text = FILTERS[i % len(FILTERS)]
+        every.append(filter_once(page, text, counts[text]))
+        steps.setdefault(text, []).append(every[-1])
+
+    def median(name: str) -> float:
+        return round(statistics.median(step[name] for step in every), 3)
+
+    return {"filter_median_s": median("pixels_s"), "filter_max_s": round(max(s["pixels_s"] for s in every), 3),
+            "filter_raster_median_s": median("raster_s"),
+            "filter_raster_max_s": round(max(s["raster_s"] for s in every), 3),
+            "filter_screenshot_median_s": median("screenshot_s"),
+            "filter_steps_s": [[FILTERS[i % len(FILTERS)], round(step["pixels_s"], 3)] for i, step in enumerate(every)],
+            "filter_counts": {text: counts[text] for text in steps},
+            "filter_coloured_fraction": {text: round(runs[-1]["coloured"], 4) for text, runs in steps.items()}}
 
 
 def click_once(page, x: float, y: float, previous: str | None) -> tuple[float, str]:
@@ -109,7 +213,7 @@ def bench_size(n: int, browser, workdir: Path, repeats: int = 5) -> dict:
 
     lake = workdir / f"lake-{n}"
     start = time.perf_counter()
-    write_run(lake, "synthetic", n, PROMPTS, tags=["a", "b", "c"], clusters=CLUSTERS, progress=True)
+    write_run(lake, RUN_ID, n, PROMPTS, tags=["a", "b", "c"], clusters=CLUSTERS, progress=True)
     build_s = time.perf_counter() - start
     port = free_port()
     start = time.perf_counter()
@@ -124,6 +228,7 @@ def bench_size(n: int, browser, workdir: Path, repeats: int = 5) -> dict:
         warm = open_map(warm_page, url)
         warm_page.close()
         zooms = [zoom_once(page) for _ in range(repeats)]
+        filters = bench_filters(page, url, lake, repeats)
         open_map(page, url)  # a fresh view, then clicks on cluster centres (a different sample each)
         clicks, sample = [], None
         for x, y in cluster_centres(CLUSTERS, 0)[:repeats]:
@@ -138,7 +243,7 @@ def bench_size(n: int, browser, workdir: Path, repeats: int = 5) -> dict:
     return {"points": n, "lake_build_s": round(build_s, 1), "server_start_s": round(server_start_s, 2),
             "open_first_s": round(cold, 2), "open_second_s": round(warm, 2),
             "zoom_median_s": round(statistics.median(zooms), 3), "zoom_max_s": round(max(zooms), 3),
-            "click_median_s": round(statistics.median(clicks), 3), "click_max_s": round(max(clicks), 3),
+            **filters, "click_median_s": round(statistics.median(clicks), 3), "click_max_s": round(max(clicks), 3),
             "server_peak_rss_mb": round(memory)}
 
 
@@ -173,6 +278,20 @@ def bench_generate(lake: Path, browser, repeats: int = 5) -> dict:
             "repeats": repeats}
 
 
+def report(results: list[dict]) -> str:
+    """The browser figures as a Markdown table: one column per lake size, medians with the maximum in
+    brackets, and the target."""
+    head = ["figure"] + [f"{r['points']:,} points" for r in results] + ["target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, name, target in FIGURES:
+        cells = []
+        for r in results:
+            worst = r.get(key.replace("_median_s", "_max_s")) if key.endswith("_median_s") else None
+            cells.append("" if key not in r else f"{r[key]}" + (f" ({worst})" if worst is not None else ""))
+        lines.append("| " + " | ".join([name, *cells, target]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000000,10000000")
@@ -194,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result), flush=True)
             results.append(result)
         browser.close()
+    if sizes:
+        print(report([r for r in results if "points" in r]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -3,8 +3,11 @@ browser download): shared by the browser tests and the dashboard benchmark."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+
+from dashboards.render import MARKER_COLOURS
 
 CHROMIUM = os.environ.get("DMD2_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -64,14 +67,20 @@ MARKER_ROLES_JS = """
   return plots.map(p => {
     const roles = [];
     for (const r of model(p.id).renderers) {
-      // HoloViews names the column it colours by (the role) `color`
+      // the inner ring of each marker is drawn in its role's colour (dashboards.map_view.draw_markers)
       const data = r.data_source && r.data_source.data;
-      if (r.glyph && r.glyph.type === 'Scatter' && data && data.color) roles.push(...data.color);
+      if (!(r.glyph && r.glyph.type === 'Scatter' && data && data.x)) continue;
+      if (data.line_color) { roles.push(...[...data.line_color].map(c => (ROLE_OF)[c]).filter(Boolean)); continue; }
+      // one colour for every point: HoloViews sets it on the glyph, not per point
+      const v = r.glyph.line_color;
+      const role = (ROLE_OF)[typeof v === 'string' ? v : (v && v.value)];
+      if (role) roles.push(...Array(data.x.length).fill(role));
     }
     return roles;
   });
 }
-""".replace("(ALL_PLOTS)", "(" + ALL_PLOTS_JS.strip() + ")")
+""".replace("(ALL_PLOTS)", "(" + ALL_PLOTS_JS.strip() + ")").replace(
+    "ROLE_OF", json.dumps({colour: role for role, colour in MARKER_COLOURS.items()}))
 
 
 def plot_geometries(page) -> list[dict]:

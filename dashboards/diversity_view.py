@@ -1,6 +1,7 @@
 """The "Diversity" tab: per class (or prompt) signals of mode collapse in one layer of a run, from the
-stored tables of `make diversity`, most collapsed first and sortable by any column. When the run was
-compared with another (its teacher, say), that run's figures for the same class sit beside its own.
+stored tables of `make diversity`, most collapsed first and sortable by any column, with the mean over
+classes in a table below. When the run was compared with another (its teacher, say), that run's figures
+for the same class sit beside its own, under a header naming it.
 
 Clicking a row filters the map to that class or prompt; clicking its near-duplicate pair opens both images.
 """
@@ -18,17 +19,67 @@ from store.compare import partners
 from store.diversity import stored_diversity, stored_diversity_layers, stored_thresholds
 
 PAIR_COLUMN = "near-duplicate pair"
+LABEL_COLUMN = "class or prompt"
+# shown column, stored column, decimals shown
+MEASURES = [("distance", "mean_pairwise_distance", 3), ("purity", "knn_purity", 3),
+            ("near-dups", "near_duplicate_pairs", 0), ("Vendi", "vendi_score", 2)]
+PAIRED = " (paired)"
+# Columns are as wide as their title and figures (no title is cut); the pair column's long title wraps.
+# The tables set their own type size, so that the template's larger type does not widen them.
+TABLE_CSS = """
+:host .tabulator { font-size: 13px; }
+.tabulator .tabulator-header .tabulator-col .tabulator-col-content .tabulator-col-title {
+  white-space: normal; text-overflow: clip; overflow-wrap: break-word; }
+"""
+MEANS_CSS = TABLE_CSS + """
+.tabulator-row .tabulator-cell { font-weight: 600; background: #eef2f7; }
+"""
+COLUMN_DEFAULTS = {"headerWordWrap": True, "maxWidth": 280, "tooltip": True}  # a long prompt: whole on hover
 HELP = """<div class='lens-help'>
 <b>How to read it.</b> Per class or prompt, in this layer's activations: <b>distance</b>, the mean pairwise
 cosine distance (low: samples alike); <b>purity</b>, the share of each sample's nearest neighbours with its
 own class (high: the class is a tight cluster); <b>near-dups</b>, pairs closer than the threshold; <b>Vendi</b>,
 the effective number of distinct samples (1: all the same). A one-step student that collapses modes shows a
-lower Vendi score and more near-duplicates than its teacher on the same plan.</div>"""
+lower Vendi score and more near-duplicates than its teacher on the same plan. Below the table: the mean
+over all classes or prompts.</div>"""
+
+
+def shown_table(frame: pd.DataFrame, paired: bool) -> pd.DataFrame:
+    """The table as shown: this run's measures and near-duplicate pair, then (`paired`) the paired run's."""
+    shown = pd.DataFrame({LABEL_COLUMN: frame["label"], "samples": frame["samples"]})
+    for name, column, decimals in MEASURES:
+        shown[name] = frame[column].round(decimals) if decimals else frame[column]
+    shown[PAIR_COLUMN] = [f"{p[0]} & {p[1]}" if len(p) else "" for p in frame["example_pair"]]
+    if paired:
+        for name, column, decimals in MEASURES:
+            values = frame[f"{column}_partner"]
+            shown[name + PAIRED] = values.round(decimals) if decimals else values.astype("Int64")
+    return shown
+
+
+def mean_row(frame: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
+    """One row with `shown`'s columns but the pair's: the mean over classes of every measure of both runs."""
+    row: dict[str, object] = {LABEL_COLUMN: f"mean of all {len(frame)}",
+                              "samples": round(float(frame["samples"].mean()), 1)}
+    for name, column, decimals in MEASURES:
+        for suffix, stored in (("", column), (PAIRED, f"{column}_partner")):
+            if name + suffix in shown:
+                row[name + suffix] = round(float(frame[stored].mean()), max(decimals, 2))
+    return pd.DataFrame([row], columns=[c for c in shown.columns if c != PAIR_COLUMN])
+
+
+def column_groups(run_id: str, partner: str | None, shown: pd.DataFrame) -> dict[str, list[str]]:
+    """Header groups: this run's columns under its id, the paired run's under its own."""
+    groups = {f"{run_id} (this run)": [name for name, _, _ in MEASURES] + [PAIR_COLUMN]}
+    if partner and any(name + PAIRED in shown for name, _, _ in MEASURES):
+        groups[f"{partner} (paired)"] = [name + PAIRED for name, _, _ in MEASURES]
+    return groups
 
 
 def class_id_of(label: str) -> int | None:
+    """The class id in a class-conditional label: "417: balloon (n02782093)", "3: 3" or a bare "3"."""
     head = label.split(":", 1)[0]
-    return int(head) if ":" in label and head.isdigit() else None
+    return int(head) if head.isdigit() and (":" in label or head == label) else None
 
 
 class DiversityView:
@@ -39,9 +90,15 @@ class DiversityView:
         self.run = pn.widgets.Select(label="Run", options=runs, value=runs[0] if runs else None)
         self.layer = pn.widgets.Select(label="Layer")
         self.threshold = pn.widgets.Select(label="Near-duplicate threshold", width=180)
-        self.partner = pn.widgets.Select(label="Paired run (the columns marked \"paired\")")
-        self.table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False, selectable=1,
-                                          height=420, width=900, layout="fit_columns", css_classes=["lens-diversity-table"])
+        self.partner = pn.widgets.Select(label="Paired run (its columns on the right)")
+        options = dict(disabled=True, show_index=False, layout="fit_data_table", widths={PAIR_COLUMN: 120},
+                       sizing_mode="stretch_width")
+        self.table = pn.widgets.Tabulator(pd.DataFrame(), selectable=1, max_height=480,
+                                          configuration={"columnDefaults": COLUMN_DEFAULTS}, stylesheets=[TABLE_CSS],
+                                          css_classes=["lens-diversity-table"], **options)
+        self.means = pn.widgets.Tabulator(pd.DataFrame(), selectable=False, stylesheets=[MEANS_CSS],
+                                          configuration={"columnDefaults": COLUMN_DEFAULTS},
+                                          css_classes=["lens-diversity-means"], **options)
         self.status = html_pane("")
         self.pair = html_pane("<i>click a near-duplicate pair to see both images</i>", css_classes=["lens-pair-view"])
         self.frame: pd.DataFrame | None = None
@@ -76,16 +133,12 @@ class DiversityView:
         frame = stored_diversity(self.con, self.run.value, self.layer.value, threshold=self.threshold.value,
                                  partner=partner)
         self.frame = frame
-        shown = pd.DataFrame({
-            "class or prompt": frame["label"], "samples": frame["samples"],
-            "distance": frame["mean_pairwise_distance"].round(3), "purity": frame["knn_purity"].round(3),
-            "near-dups": frame["near_duplicate_pairs"], "Vendi": frame["vendi_score"].round(2)})
-        if partner and "vendi_score_partner" in frame:
-            shown["Vendi (paired)"] = frame["vendi_score_partner"].round(2)
-            shown["near-dups (paired)"] = frame["near_duplicate_pairs_partner"].astype("Int64")
-            shown["distance (paired)"] = frame["mean_pairwise_distance_partner"].round(3)
-        shown[PAIR_COLUMN] = [f"{p[0]} & {p[1]}" if len(p) else "" for p in frame["example_pair"]]
-        self.table.value = shown
+        paired = bool(partner) and "vendi_score_partner" in frame
+        shown = shown_table(frame, paired)
+        titles = {name + PAIRED: name for name, _, _ in MEASURES}
+        groups = column_groups(self.run.value, partner, shown)
+        self.table.param.update(value=shown, groups=groups, titles=titles)
+        self.means.param.update(value=mean_row(frame, shown), groups=groups, titles=titles)
         threshold = float(frame["threshold"].iat[0]) if len(frame) else 0.0
         missing = "" if not partner or "vendi_score_partner" in frame else (
             f"; no stored table of {esc(partner)} for this layer (<code>make diversity RUN={esc(partner)} "
@@ -96,6 +149,8 @@ class DiversityView:
 
     def on_click(self, event) -> None:
         row = int(event.row)
+        if self.frame is None or not 0 <= row < len(self.frame):
+            return  # not a class's row (the mean row lives in a table of its own, but be sure)
         if event.column == PAIR_COLUMN:
             self.show_pair(row)
         else:
@@ -115,4 +170,5 @@ class DiversityView:
 
     def view(self) -> pn.viewable.Viewable:
         return pn.Column(pn.Row(self.run, self.layer, self.threshold, self.partner), html_pane(HELP), self.status,
-                         pn.Row(self.table, pn.Column("### Near-duplicate pair", self.pair, width=380)))
+                         self.table, "#### Mean over all classes or prompts", self.means, "### Near-duplicate pair",
+                         self.pair)

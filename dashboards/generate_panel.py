@@ -13,42 +13,48 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import Callable
 
 import pandas as pd
 import panel as pn
 
-from dashboards.render import esc, html_pane, thumb_card
-
-if TYPE_CHECKING:
-    from dashboards.explorer import Explorer
+from dashboards.map_state import MapState
+from dashboards.render import esc, html_pane, image_url
+from dashboards.thumbs import Thumbs, card
+from store.maps import sample_rows
+from store.placement import place_run
 
 MAX_GENERATE = 8
 
 
 class GeneratePanel:
-    def __init__(self, explorer: "Explorer") -> None:
-        self.explorer = explorer
+    def __init__(self, state: MapState, k: Callable[[], int], on_placed: Callable[[pd.DataFrame], None],
+                 on_select: Callable[[int], None], run_later: Callable[[Callable[[], None]], None]) -> None:
+        """`k()`: how many neighbours to list; `on_placed(positions)`: mark generated samples (x, y) on the
+        map; `on_select(sample_id)`: a neighbour thumbnail was clicked; `run_later(fn)`: run fn in the
+        session's event loop (from a worker thread)."""
+        self.state, self.k, self.on_placed, self.on_select, self.run_later = state, k, on_placed, on_select, run_later
         self.class_choice = pn.widgets.Select(label="Class", options={})
         self.prompt = pn.widgets.TextInput(label="Prompt", placeholder="a photo of ...", visible=False)
         self.seed = pn.widgets.TextInput(label="Seed (blank: random)", placeholder="random", width=140)
         self.count = pn.widgets.IntInput(label="How many", value=1, start=1, end=MAX_GENERATE, width=100)
         self.button = pn.widgets.Button(label="Generate and place", color="primary")
         self.status = html_pane("")
-        self.results = html_pane("", css_classes=["lens-generated-list"])
+        self.results = pn.Column(css_classes=["lens-generated-list"], sizing_mode="stretch_width")
         self.regenerate_button = pn.widgets.Button(label="Regenerate from its seed", disabled=True)
         self.regenerate_status = html_pane("")
         self.generated_runs: list[str] = []
         self.button.on_click(lambda e: self.start_generate())
         self.regenerate_button.on_click(lambda e: self.start_regenerate())
 
-    # --- following the explorer -----------------------------------------------------------------------
+    # --- following the map -----------------------------------------------------------------------------
 
     def follow_layout(self) -> None:
         """A new layout on the map: class choices of its run, and generated samples placed on it again."""
-        points = self.explorer.points
+        points = self.state.points
         has_classes = points.has_classes
-        options = {f"{i}: {name}": i for i, name in points.class_names.items()}
+        options = points.class_options()
         value = self.class_choice.value if self.class_choice.value in options.values() else next(
             iter(options.values()), None)
         self.class_choice.param.update(options=options, value=value, visible=has_classes)
@@ -57,13 +63,11 @@ class GeneratePanel:
 
     def placed(self) -> pd.DataFrame:
         """Generated samples of the map's run, placed on the current layout."""
-        from store.placement import place_run
-
-        key = self.explorer.key
+        key = self.state.key
         frames = []
         for run_id in self.generated_runs:
             if run_id.startswith(f"gen-{key.run_id[:100]}-"):
-                frame = place_run(self.explorer.lake, key, run_id, k=int(self.explorer.k.value))
+                frame = place_run(self.state.lake, key, run_id, k=int(self.k()))
                 frames.append(frame.assign(run_id=run_id))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             {"sample_id": [], "x": [], "y": [], "neighbour_ids": [], "distances": [], "run_id": []})
@@ -77,7 +81,7 @@ class GeneratePanel:
             return
         first = int(text) if text else random.randrange(2**31)
         seeds = [first + i for i in range(int(self.count.value))]
-        if self.explorer.points.has_classes:
+        if self.state.points.has_classes:
             classes, prompts = [int(self.class_choice.value)], None
         else:
             if not self.prompt.value.strip():
@@ -86,18 +90,16 @@ class GeneratePanel:
             classes, prompts = None, [self.prompt.value]
         self.button.disabled = True
         self.status.object = (f"<span class='lens-generate-status'>generating {len(seeds)} sample(s) with "
-                              f"{esc(self.explorer.points.model)}…</span>")
-        source = self.explorer.key.run_id
+                              f"{esc(self.state.points.model)}…</span>")
+        source = self.state.key.run_id
         threading.Thread(target=self.generate, args=(source, seeds, classes, prompts), daemon=True).start()
 
     def generate(self, source: str, seeds: list[int], classes, prompts) -> None:
-        import time
-
-        from ingest.interactive import generate_like
+        from ingest.interactive import generate_like  # lazy: torch, only when a user generates
 
         started = time.perf_counter()
         try:
-            run_id, error = generate_like(self.explorer.lake, source, seeds, classes, prompts), None
+            run_id, error = generate_like(self.state.lake, source, seeds, classes, prompts), None
         except Exception as err:  # shown on the page; the map stays usable
             run_id, error = None, f"{type(err).__name__}: {err}"
         seconds = time.perf_counter() - started
@@ -113,51 +115,49 @@ class GeneratePanel:
                                       f"(run {esc(run_id)})</span>")
             self.button.disabled = False
 
-        self.explorer.on_next_tick(finish)
+        self.run_later(finish)
 
     def show_generated(self) -> None:
         if not self.generated_runs:
             return
-        explorer = self.explorer
         placed = self.placed()
-        explorer.generated_positions = placed[["x", "y"]]
-        explorer._update_markers()
-        points, key = explorer.points, explorer.key
-        cards = []
+        self.on_placed(placed[["x", "y"]])
+        state, key = self.state, self.state.key
+        blocks = []
         for record in placed.itertuples():
-            seed, label = generated_seed_and_label(explorer.con, record.run_id, int(record.sample_id))
-            rows = points.rows_of(record.neighbour_ids)
-            neighbours = "".join(
-                thumb_card(key.run_id, int(points.frame["chunk"].iat[r]), int(s), str(points.frame["label"].iat[r]),
-                           f"<div class='lens-distance'>{d:.3f}</div>")
-                for s, r, d in zip(record.neighbour_ids, rows, record.distances) if r >= 0)
-            cards.append(
+            seed, label = generated_seed_and_label(state.con, record.run_id, int(record.sample_id))
+            found = [(int(s), d) for s, d in zip(record.neighbour_ids, record.distances)
+                     if state.points.rows_of([int(s)])[0] >= 0]
+            header = html_pane(
                 f"<div class='lens-generated-sample' data-run='{esc(record.run_id)}' data-seed='{seed}' "
-                f"data-sample='{int(record.sample_id)}'><div class='lens-thumbs'>"
-                f"{thumb_card(record.run_id, 0, int(record.sample_id), f'new · seed {seed}')}</div>"
-                f"<div><b>{esc(label)}</b>, seed {seed}: lands at ({record.x:.2f}, {record.y:.2f}) on "
-                f"{esc(key.layer)} · step {key.step}; its {len(record.neighbour_ids)} nearest samples:</div>"
-                f"<div class='lens-thumbs lens-generated-neighbours'>{neighbours}</div></div>")
-        self.results.object = "".join(cards)
+                f"data-sample='{int(record.sample_id)}'><img src='{esc(image_url(record.run_id, 0, int(record.sample_id)))}'>"
+                f"<div><b>{esc(label)}</b>, seed {seed}: lands at ({record.x:.3g}, {record.y:.3g}) on "
+                f"{esc(key.layer)} · step {key.step}; its {len(found)} nearest samples:</div></div>",
+                sizing_mode="stretch_width")
+            strip = Thumbs(on_action=lambda run, sample, action: self.on_select(sample),
+                           css_classes=["lens-generated-neighbours"], sizing_mode="stretch_width",
+                           items=[card(key.run_id, state.chunk_of(s), s, state.label_of(s), f"{d:.3g}") for s, d in found])
+            blocks += [header, strip]
+        self.results.objects = blocks
 
     # --- regenerate -----------------------------------------------------------------------------------
 
     def follow_selection(self) -> None:
-        self.regenerate_button.disabled = self.explorer.selected_id is None
+        self.regenerate_button.disabled = self.state.selected_id is None
         self.regenerate_status.object = ""
 
     def start_regenerate(self) -> None:
-        run_id, sample = self.explorer.key.run_id, self.explorer.selected_id
+        run_id, sample = self.state.key.run_id, self.state.selected_id
         if sample is None:
             return
         self.regenerate_button.disabled = True
         self.regenerate_status.object = f"<span>regenerating sample {sample} from its seed…</span>"
 
         def work() -> None:
-            from ingest.interactive import regenerate
+            from ingest.interactive import regenerate  # lazy: torch, only when a user regenerates
 
             try:
-                result, error = regenerate(self.explorer.lake, run_id, sample), None
+                result, error = regenerate(self.state.lake, run_id, sample), None
             except Exception as err:
                 result, error = None, f"{type(err).__name__}: {err}"
 
@@ -175,18 +175,16 @@ class GeneratePanel:
                     f"largest difference {result.max_vector_difference:.3g} "
                     f"({result.max_relative_difference:.2g} of the largest value)</div>")
 
-            self.explorer.on_next_tick(finish)
+            self.run_later(finish)
 
         threading.Thread(target=work, daemon=True).start()
 
     def view(self) -> pn.viewable.Viewable:
         return pn.Column("### Generate and place", self.class_choice, self.prompt, pn.Row(self.seed, self.count),
-                         self.button, self.status, width=300)
+                         self.button, self.status, sizing_mode="stretch_width")
 
 
 def generated_seed_and_label(con, run_id: str, sample_id: int) -> tuple[int, str]:
-    from store.maps import sample_rows
-
     rows = sample_rows(con, run_id, [sample_id])
     if not len(rows):
         return 0, ""

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from dashboards.render import (MARKER_COLOURS, category_colour, esc, home_range, html_pane, image_url,
-                               marker_frame, quick_range_updates, shade, thumb_card)
+from dashboards.map_view import MapView
+from dashboards.render import category_colour, esc, html_pane, image_url
+from dashboards.thumbs import Thumbs, card
 from store import maps
 
 PANEL_WIDTH, PANEL_HEIGHT = 400, 360
@@ -28,83 +29,27 @@ NEIGHBOURS = 10
 
 
 class MapPanel:
-    """One layout in the grid: its points (aligned), the rows passing the filters, and its plot."""
+    """One layout in the grid: its points (aligned), a title, and its map."""
 
     def __init__(self, owner: "LinkedMaps", index: int, points: maps.MapPoints, title: str) -> None:
         self.owner, self.index, self.points, self.title = owner, index, points, title
-        self.keep = np.ones(len(points), dtype=bool)
         self.neighbour_ids: list[int] = []
-        self.range = hv.streams.RangeXY()
-        self.size = hv.streams.PlotSize()
-        self.markers = hv.streams.Pipe(data=pd.DataFrame({"x": [], "y": [], "role": []}))
-        self.map = hv.DynamicMap(self.render, streams=[self.range, self.size])
-        self.map.opts(width=PANEL_WIDTH, height=PANEL_HEIGHT, tools=["tap", "box_select", "lasso_select"],
-                      active_tools=["wheel_zoom"], default_tools=["pan", "wheel_zoom", "reset"], xaxis=None,
-                      yaxis=None, bgcolor="#ffffff", toolbar="above", hooks=[quick_range_updates])
-        marker_layer = hv.DynamicMap(self.draw_markers, streams=[self.markers])
-        hv.streams.Tap(source=self.map, x=None, y=None).add_subscriber(self.on_tap)
-        hv.streams.PointerXY(source=self.map, x=None, y=None).add_subscriber(self.on_hover)
-        hv.streams.BoundsXY(source=self.map, bounds=None).add_subscriber(self.on_box)
-        hv.streams.Lasso(source=self.map, geometry=None).add_subscriber(self.on_lasso)
+        self.map = MapView(PANEL_WIDTH, PANEL_HEIGHT, on_pick=owner.select, on_hover=owner.hover,
+                           on_region=lambda rows: owner.set_group(self, rows))
+        self.map.show(points)
         self.caption = html_pane(f"<div class='lens-panel-title'><b>{esc(title)}</b></div>", width=PANEL_WIDTH)
-        self.plot = pn.pane.HoloViews(self.map * marker_layer, sizing_mode="fixed", width=PANEL_WIDTH,
-                                      height=PANEL_HEIGHT)
-        self.view = pn.Column(self.caption, self.plot, css_classes=["lens-panel"])
+        self.view = pn.Column(self.caption, self.map.pane, css_classes=["lens-panel"])
 
-    def render(self, x_range=None, y_range=None, width=None, height=None, scale=None) -> hv.RGB:
-        home_x, home_y = home_range(self.points.extent)
-        x_range, y_range = x_range or home_x, y_range or home_y
-        frame = self.points.frame
-        shown = frame if self.keep.all() else frame[self.keep]
-        highlight = None
-        group = self.owner.group_ids
-        if group is not None:
-            rows = self.points.rows_of(group)
-            rows = rows[rows >= 0]
-            highlight = frame.iloc[rows[self.keep[rows]]]
-        categories = list(frame["label"].cat.categories)
-        width, height = max(int(width or PANEL_WIDTH), 1), max(int(height or PANEL_HEIGHT), 1)
-        rgba = shade(shown, "label", x_range, y_range, categories, (0.0, 1.0), width, height, highlight)
-        return hv.RGB(rgba, bounds=(x_range[0], y_range[0], x_range[1], y_range[1]), kdims=["x", "y"],
-                      vdims=["R", "G", "B", "A"])
+    @property
+    def keep(self) -> np.ndarray:
+        return self.map.keep
 
-    def draw_markers(self, data: pd.DataFrame) -> hv.Points:
-        return hv.Points(data, kdims=["x", "y"], vdims=["role"]).opts(
-            color="role", cmap=MARKER_COLOURS, size=9, fill_alpha=0.0, line_width=2, marker="circle",
-            show_legend=False, tools=[])
-
-    def radius(self) -> float:
-        x_range = self.range.x_range or self.points.extent[:2]
-        return 12 * (x_range[1] - x_range[0]) / PANEL_WIDTH  # about 12 pixels
-
-    def sample_at(self, x, y, radius: float) -> int | None:
-        if x is None or y is None:
-            return None
-        row = self.points.nearest(x, y, radius, self.keep)
-        return None if row is None else int(self.points.frame["sample_id"].iat[row])
-
-    def on_hover(self, x=None, y=None) -> None:
-        sample = self.sample_at(x, y, self.radius() / 2)
-        if sample is not None:
-            self.owner.hover(sample)
-
-    def on_tap(self, x=None, y=None) -> None:
-        sample = self.sample_at(x, y, self.radius())
-        if sample is not None:
-            self.owner.select(sample)
-
-    def on_box(self, bounds=None) -> None:
-        if bounds is not None:
-            self.owner.set_group(self, self.points.in_box(*bounds, keep=self.keep))
-
-    def on_lasso(self, geometry=None) -> None:
-        if geometry is not None and len(geometry) > 2:
-            geometry = np.asarray(geometry)
-            self.owner.set_group(self, self.points.in_polygon(list(geometry[:, 0]), list(geometry[:, 1]),
-                                                              keep=self.keep))
-
-    def send_markers(self, roles: list[tuple[int, str]]) -> None:
-        self.markers.send(marker_frame(self.points, roles))
+    def show_group(self, group_ids: np.ndarray | None) -> None:
+        if group_ids is None:
+            self.map.set_highlight(None)
+            return
+        rows = self.points.rows_of(group_ids)
+        self.map.set_highlight(rows[rows >= 0])
 
 
 class LinkedMaps:
@@ -123,9 +68,9 @@ class LinkedMaps:
         self.clear_group = pn.widgets.Button(label="Clear group", disabled=True)
         self.clear_group.on_click(lambda e: self.set_group(None, None))
         self.count = html_pane("")
-        self.hover_card = html_pane("<i>hover over a map</i>", height=140)
         self.group_info = html_pane("<i>box- or lasso-select in any panel to follow a group across panels</i>")
-        self.selection = html_pane("<i>click a point in any panel</i>", css_classes=["lens-linked-selection"])
+        self.selection = pn.Column(html_pane("<i>click a point in any panel</i>"), css_classes=["lens-linked-selection"],
+                                   sizing_mode="stretch_width")
         self.grid = pn.GridBox(ncols=2)
         self.notice = html_pane("")
 
@@ -143,9 +88,9 @@ class LinkedMaps:
         class_names = {}
         for points in loaded:
             class_names.update(points.class_names)
-        options = {f"{i}: {name}": i for i, name in sorted(class_names.items())}
+        options = {maps.sample_label(i, name, None): i for i, name in sorted(class_names.items())}
         self.classes.param.update(options=options, value=[v for v in self.classes.value if v in options.values()])
-        self.grid.ncols = len(self.panels) if len(self.panels) <= 3 else 2
+        self.grid.ncols = min(len(self.panels), 2)  # two a row: four panels still fit beside the sidebars
         self.grid.objects = [panel.view for panel in self.panels]
         if self.group_ids is not None and not len(self.group_ids):
             self.group_ids = None
@@ -154,31 +99,19 @@ class LinkedMaps:
 
     def apply_filters(self) -> None:
         for panel in self.panels:
-            panel.keep = panel.points.mask(self.classes.value, self.prompt.value)
+            panel.map.set_filter(panel.points.mask(self.classes.value, self.prompt.value), fit=True)
         if self.panels:
             shown = int(self.panels[0].keep.sum())
             self.count.object = (f"<b class='lens-linked-shown'>{shown:,}</b> of {len(self.panels[0].points):,} "
                                  "samples shown in each panel")
-        self.redraw()
-
-    def redraw(self) -> None:
-        for panel in self.panels:
-            panel.map.event()
 
     # --- linked interactions --------------------------------------------------------------------------
 
-    def hover(self, sample_id: int) -> None:
-        if sample_id == self.hover_id or not self.panels:
+    def hover(self, sample_id: int | None) -> None:
+        """The hovered sample (its card shows at the cursor) is ringed in every other panel too."""
+        if sample_id is None or sample_id == self.hover_id or not self.panels:
             return
         self.hover_id = sample_id
-        points = self.panels[0].points
-        row = int(points.rows_of([sample_id])[0])
-        if row >= 0:
-            info = points.describe(row)
-            self.hover_card.object = (
-                f"<div class='lens-hover-card' data-sample='{info['sample_id']}'>"
-                f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id']))}'>"
-                f"<div><b>{esc(info['label'])}</b></div><div>sample {info['sample_id']}</div></div>")
         self.update_markers()
 
     def select(self, sample_id: int) -> None:
@@ -186,44 +119,39 @@ class LinkedMaps:
         self.refresh_selection()
 
     def refresh_selection(self) -> None:
-        """The selected sample's image, and its raw-space neighbours in each panel's layer."""
+        """The selected sample's image, and its raw-space neighbours in each panel's layer (clickable)."""
         for panel in self.panels:
             panel.neighbour_ids = []
-        if self.selected_id is None or not self.panels:
-            self.update_markers()
-            return
-        first = self.panels[0].points
-        row = int(first.rows_of([self.selected_id])[0])
+        first = self.panels[0].points if self.panels else None
+        row = -1 if self.selected_id is None or first is None else int(first.rows_of([self.selected_id])[0])
         if row < 0:
             self.selected_id = None
-            self.selection.object = "<i>click a point in any panel</i>"
+            self.selection.objects = [html_pane("<i>click a point in any panel</i>")]
             self.update_markers()
             return
         info = first.describe(row)
-        parts = [f"<div class='lens-selected-sample' data-sample='{info['sample_id']}'>"
-                 f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id'], thumb=False))}'>"
-                 f"<div><b>{esc(info['label'])}</b> · sample {info['sample_id']} · seed {info['seed']}</div></div>"]
+        parts = [html_pane(f"<div class='lens-selected-sample' data-sample='{info['sample_id']}'>"
+                           f"<img src='{esc(image_url(info['run_id'], info['chunk'], info['sample_id'], thumb=False))}'>"
+                           f"<div><b>{esc(info['label'])}</b> · sample {info['sample_id']} · seed {info['seed']}"
+                           "</div></div>")]
         previous: set[int] | None = None
         for panel in self.panels:
             try:
                 ids, distances = maps.raw_neighbours(self.con, self.lake, panel.points.key, self.selected_id,
                                                      NEIGHBOURS)
             except FileNotFoundError as err:
-                parts.append(f"<div class='lens-error'>{esc(err)}</div>")
+                parts.append(html_pane(f"<div class='lens-error'>{esc(err)}</div>"))
                 continue
             panel.neighbour_ids = [int(i) for i in ids]
             kept = "" if previous is None else (f" · <span class='lens-kept'>{len(previous & set(ids))} of "
                                                 f"{len(ids)}</span> kept from the panel before")
-            rows = panel.points.rows_of(ids)
-            cards = "".join(thumb_card(panel.points.key.run_id, int(panel.points.frame["chunk"].iat[r]) if r >= 0
-                                       else 0, sample, panel.points.describe(int(r))["label"] if r >= 0 else "",
-                                       f"<div class='lens-distance'>{d:.3f}</div>")
-                            for sample, r, d in zip(ids, rows, distances))
-            parts.append(f"<div class='lens-panel-neighbours' data-panel='{panel.index}'>"
-                         f"<div><b>{esc(panel.title)}</b>: {len(ids)} nearest in raw activations{kept}</div>"
-                         f"<div class='lens-thumbs'>{cards}</div></div>")
+            parts.append(html_pane(f"<div class='lens-panel-neighbours' data-panel='{panel.index}'>"
+                                   f"<b>{esc(panel.title)}</b>: {len(ids)} nearest in raw activations{kept}</div>"))
+            parts.append(Thumbs(items=[neighbour_card(panel.points, s, d) for s, d in zip(ids, distances)],
+                                on_action=lambda run, sample, action: self.select(sample),
+                                css_classes=["lens-panel-thumbs"], sizing_mode="stretch_width"))
             previous = set(ids)
-        self.selection.object = "".join(parts)
+        self.selection.objects = parts
         self.update_markers()
 
     def set_group(self, source: MapPanel | None, rows: np.ndarray | None) -> None:
@@ -240,7 +168,10 @@ class LinkedMaps:
             self.clear_group.disabled = False
             self.group_info.object = (f"<b class='lens-group-count'>{len(rows):,}</b> samples selected in "
                                       f"{esc(source.title)}, highlighted in every panel<div>{summary}</div>")
-        self.redraw()
+        for panel in self.panels:
+            panel.show_group(self.group_ids)
+            if panel is not source:
+                panel.map.draw_region([], [])
 
     def update_markers(self) -> None:
         for panel in self.panels:
@@ -249,15 +180,24 @@ class LinkedMaps:
                 roles.append((self.hover_id, "hover"))
             if self.selected_id is not None:
                 roles.append((self.selected_id, "selected"))
-            panel.send_markers(roles)
+            panel.map.mark(roles)
 
     def legend(self) -> str:
         if not self.panels:
             return ""
-        categories = list(self.panels[0].points.frame["label"].cat.categories)
-        rows = [f"<div><span class='swatch' style='background:{category_colour(i)}'></span>{esc(c)}</div>"
+        points = self.panels[0].points
+        categories = list(points.frame["label"].cat.categories)
+        codes = points.colour_codes("label")
+        rows = [f"<div><span class='swatch' style='background:{category_colour(int(codes[i]))}'></span>{esc(c)}</div>"
                 for i, c in enumerate(categories[:30])]
         return f"<div class='lens-legend'>{''.join(rows)}</div>"
+
+
+def neighbour_card(points: maps.MapPoints, sample_id: int, distance: float) -> dict:
+    row = int(points.rows_of([sample_id])[0])
+    chunk = int(points.frame["chunk"].iat[row]) if row >= 0 else 0
+    label = str(points.frame["label"].iat[row]) if row >= 0 else ""
+    return card(points.key.run_id, chunk, int(sample_id), label, f"{distance:.3g}")
 
 
 def default_layouts(keys: list[maps.LayoutKey], layer_order: list[str]) -> list[maps.LayoutKey]:
@@ -301,7 +241,7 @@ class SideBySide:
         keys = [k for k in self.layouts if k.run_id == self.run.value]
         order = maps.run_layers(self.con, self.run.value) if self.run.value else []
         keys.sort(key=lambda k: (order.index(k.layer) if k.layer in order else len(order), k.layer, k.step))
-        options = {f"{k.layer} · step {k.step} · {k.pooling} · {k.params_hash[:6]}": k for k in keys}
+        options = {f"{k.layer} · step {k.step} · {k.pooling} · {maps.layout_info(self.lake, k).name}": k for k in keys}
         self.choice.param.update(options=options, value=default_layouts(keys, order))
 
     def show(self) -> None:
@@ -310,9 +250,15 @@ class SideBySide:
         self.linked.show(keys, titles, align=self.align.value)
         self.legend.object = self.linked.legend()
 
-    def view(self) -> pn.viewable.Viewable:
+    def controls(self) -> list:
+        """What goes in the page's sidebar while this tab is open."""
         linked = self.linked
-        sidebar = pn.Column(self.run, self.choice, self.align, linked.classes, linked.prompt, linked.count,
-                            self.legend, "### Group", linked.group_info, linked.clear_group, width=300)
-        return pn.Row(sidebar, pn.Column(linked.grid, "### Selected", linked.selection),
-                      pn.Column("### Hover", linked.hover_card, width=200))
+        return [self.run, self.choice, self.align, linked.classes, linked.prompt, linked.count, self.legend,
+                "### Group", linked.group_info, linked.clear_group]
+
+    def main(self) -> pn.viewable.Viewable:
+        return pn.Column(self.linked.grid, "### Selected", self.linked.selection, sizing_mode="stretch_width")
+
+    def view(self) -> pn.viewable.Viewable:
+        """The tab on its own (controls beside the panels), e.g. in a notebook."""
+        return pn.Row(pn.Column(*self.controls(), width=300), self.main())

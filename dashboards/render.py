@@ -19,24 +19,34 @@ LOD_TIMEOUT_MS = 60
 PALETTE = list(colorcet.b_glasbey_category10)
 PALETTE_RGBA = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] + [255] for c in PALETTE], dtype=np.uint8)
 BACKGROUND_GREY = "#d0d0d0"  # the points outside a highlighted group
-MARKER_COLOURS = {"selected": "#e4002b", "neighbour": "#ffb000", "collected": "#00a2ff", "hover": "#222222",
+DENSITY_CMAP = colorcet.fire[40:230]  # dark red to yellow: its near-white end would vanish on the page
+NUMERIC_CMAP = colorcet.bmy
+# Ring colours over the map; every ring has a black outline so it reads on any class colour.
+MARKER_COLOURS = {"selected": "#ffffff", "neighbour": "#ffb000", "collected": "#00a2ff", "hover": "#222222",
                   "generated": "#00c853"}
+MARKER_NAMES = {"selected": "selected", "neighbour": "neighbour", "collected": "collected", "hover": "hovered",
+                "generated": "generated"}
 
 CSS = """
 .lens-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
 .lens-thumb { width: 76px; font-size: 11px; text-align: center; overflow: hidden; }
-.lens-thumb img, .lens-hover-card img, .lens-selected-sample img, .lens-pair img {
+.lens-thumb img, .lens-generated-sample img, .lens-selected-sample img, .lens-pair img {
   image-rendering: pixelated; background: #000; }
 .lens-thumb img { width: 64px; height: 64px; display: block; margin: auto; }
 .lens-selected-sample img { width: 192px; height: 192px; }
-.lens-hover-card img { width: 96px; height: 96px; }
+.lens-generated-sample img { width: 64px; height: 64px; float: left; margin-right: 8px; }
 .lens-pair { display: flex; gap: 16px; }
 .lens-pair figure { margin: 0; font-size: 12px; text-align: center; }
 .lens-pair img { width: 160px; height: 160px; display: block; }
 .lens-meta td { padding: 0 6px; font-size: 12px; }
-.lens-legend span.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
-.lens-legend div { font-size: 12px; white-space: nowrap; }
+span.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+.lens-legend-rows div, .lens-legend div { font-size: 12px; white-space: nowrap; }
 .lens-help { font-size: 12px; color: #444; }
+.lens-colour-bar, .lens-marker-key { font-size: 11px; color: #333; }
+.lens-marker-key { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 4px; }
+.lens-ring-key { display: inline-flex; align-items: center; gap: 3px; }
+.lens-ring-key .ring { display: inline-block; width: 8px; height: 8px; border-radius: 50%; border: 2px solid;
+  box-shadow: 0 0 0 1.5px #000; }
 """
 
 
@@ -73,30 +83,31 @@ def category_colour(code: int) -> str:
     return PALETTE[code % len(PALETTE)]
 
 
-def thumb_card(run_id: str, chunk: int, sample_id: int, caption: str, extra: str = "") -> str:
-    """A small image card (data-sample carries the id, for the tests and for linking)."""
-    return (f"<div class='lens-thumb' data-sample='{int(sample_id)}'>"
-            f"<img src='{esc(image_url(run_id, chunk, sample_id))}' loading='lazy'>"
-            f"<div>{esc(caption)}</div>{extra}</div>")
+def _category_colours(codes: np.ndarray) -> list[str]:
+    return [category_colour(int(c)) for c in codes]
 
 
-def _shaded(frame: pd.DataFrame, colour: str, canvas: ds.Canvas, categories: list[str], span) -> tf.Image:
-    if colour in ("label", "tags") and 0 < len(categories) <= MAX_BLENDED_CATEGORIES:
+def _shaded(frame: pd.DataFrame, colour: str, canvas: ds.Canvas, codes: np.ndarray, span) -> tf.Image:
+    if colour in ("label", "tags") and 0 < len(codes) <= MAX_BLENDED_CATEGORIES:
         agg = canvas.points(frame, "x", "y", ds.count_cat(colour))
-        return tf.shade(agg, color_key=[category_colour(i) for i in range(len(categories))], min_alpha=200)
+        return tf.shade(agg, color_key=_category_colours(codes), min_alpha=200)
     if colour in ("label", "tags"):  # one category per pixel, coloured from a fixed lookup table
         values = canvas.points(frame, "x", "y", ds.max(f"{colour}_code"))
-        codes = values.to_numpy()
-        rgba = np.zeros(codes.shape + (4,), dtype=np.uint8)
-        filled = np.isfinite(codes) & (codes >= 0)
-        rgba[filled] = PALETTE_RGBA[codes[filled].astype(np.int64) % len(PALETTE_RGBA)]
+        found = values.to_numpy()
+        rgba = np.zeros(found.shape + (4,), dtype=np.uint8)
+        filled = np.isfinite(found) & (found >= 0)
+        palette_index = np.asarray(codes, dtype=np.int64)[found[filled].astype(np.int64)] % len(PALETTE_RGBA)
+        rgba[filled] = PALETTE_RGBA[palette_index]
         return tf.Image(rgba.view(np.uint32)[..., 0], coords=values.coords, dims=values.dims)
     if colour == "density":
-        return tf.shade(canvas.points(frame, "x", "y", ds.count()), cmap=colorcet.fire[40:], how="eq_hist")
+        counts = canvas.points(frame, "x", "y", ds.count())
+        if float(counts.max()) <= 1:  # one point per pixel: equalising one value would draw it all white
+            return tf.shade(counts, cmap=DENSITY_CMAP, how="linear", span=(0, 2))
+        return tf.shade(counts, cmap=DENSITY_CMAP, how="eq_hist")
     if colour == "grey":
         return tf.shade(canvas.points(frame, "x", "y", ds.count()), cmap=[BACKGROUND_GREY, BACKGROUND_GREY],
                         min_alpha=255)
-    return tf.shade(canvas.points(frame, "x", "y", ds.mean(colour)), cmap=colorcet.bmy, how="linear", span=span)
+    return tf.shade(canvas.points(frame, "x", "y", ds.mean(colour)), cmap=NUMERIC_CMAP, how="linear", span=span)
 
 
 def _spread(image: tf.Image, points: int) -> tf.Image:
@@ -105,31 +116,41 @@ def _spread(image: tf.Image, points: int) -> tf.Image:
     return tf.dynspread(tf.spread(image, px=fixed) if fixed else image, threshold=0.6, max_px=3)
 
 
-def shade(frame: pd.DataFrame, colour: str, x_range: tuple, y_range: tuple, categories: list[str],
-          span: tuple[float, float], width: int = MAP_WIDTH, height: int = MAP_HEIGHT,
+def shade(frame: pd.DataFrame, colour: str, x_range: tuple, y_range: tuple, codes: np.ndarray,
+          span: tuple[float, float] = (0.0, 1.0), width: int = MAP_WIDTH, height: int = MAP_HEIGHT,
           highlight: pd.DataFrame | None = None) -> np.ndarray:
-    """An RGBA image (rows top to bottom, width x height pixels) of the points in view, coloured by `colour`;
-    with `highlight`, those points are coloured over all of `frame` in grey."""
+    """An RGBA image (rows top to bottom, width x height pixels) of the points in view, coloured by `colour`
+    ("label" / "tags": category `i` in palette colour `codes[i]`; "density"; or a numeric column); with
+    `highlight`, those points are coloured over all of `frame` in grey."""
     canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
     if highlight is None:
-        image = _spread(_shaded(frame, colour, canvas, categories, span), len(frame))
+        image = _spread(_shaded(frame, colour, canvas, codes, span), len(frame))
         return image.to_numpy().view(np.uint8).reshape(height, width, 4)[::-1]
-    base = _spread(_shaded(frame, "grey", canvas, categories, span), len(frame))
-    top = _spread(_shaded(highlight, colour, canvas, categories, span), len(highlight))
+    base = _spread(_shaded(frame, "grey", canvas, codes, span), len(frame))
+    top = _spread(_shaded(highlight, colour, canvas, codes, span), len(highlight))
     base_rgba = base.to_numpy().view(np.uint8).reshape(height, width, 4)
     top_rgba = top.to_numpy().view(np.uint8).reshape(height, width, 4)
     return np.where(top_rgba[..., 3:4] > 0, top_rgba, base_rgba)[::-1]
 
 
-def marker_frame(points, roles: list[tuple[int, str]]) -> pd.DataFrame:
-    """Positions of marked samples on a layout (`store.maps.MapPoints`) with their roles ("selected",
-    "neighbour", ...); samples the layout lacks are left out."""
-    ids = np.array([i for i, _ in roles], dtype=np.int64)
-    rows = points.rows_of(ids)
-    found = rows >= 0
-    frame = points.frame
-    return pd.DataFrame({"x": frame["x"].to_numpy()[rows[found]], "y": frame["y"].to_numpy()[rows[found]],
-                         "role": [r for (_, r), f in zip(roles, found) if f]})
+def colour_bar(colour: str) -> str:
+    """The legend of a numeric colouring: a gradient with what its ends mean."""
+    cmap, low, high, title = {
+        "density": (DENSITY_CMAP, "fewest", "most", "points per pixel (histogram-equalised)"),
+        "knn_overlap": (NUMERIC_CMAP, "0", "1", "neighbour audit: share of raw-space neighbours kept on the map"),
+    }[colour]
+    stops = ", ".join(cmap[int(i * (len(cmap) - 1) / 8)] for i in range(9))
+    return (f"<div class='lens-colour-bar' data-colour='{esc(colour)}'><div>{esc(title)}</div>"
+            f"<div style='height:12px;background:linear-gradient(to right, {stops})'></div>"
+            f"<div style='display:flex;justify-content:space-between'><span>{esc(low)}</span>"
+            f"<span>{esc(high)}</span></div></div>")
+
+
+def marker_key(roles: list[str]) -> str:
+    """The legend of the rings drawn over the map."""
+    items = "".join(f"<span class='lens-ring-key'><span class='ring' style='border-color:{MARKER_COLOURS[r]}'>"
+                    f"</span>{esc(MARKER_NAMES[r])}</span>" for r in roles)
+    return f"<div class='lens-marker-key'>{items}</div>"
 
 
 def quick_range_updates(plot, element) -> None:

@@ -138,11 +138,14 @@ def write_embedding(lake: Lake, parts: tuple[str, ...], run_id: str, layer: str,
     lake.write_parquet(table, *parts)
 
 
-def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutParams = LayoutParams()):
+def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutParams = LayoutParams(),
+                 description: str = ""):
     """A new layout of some samples of a stored layout's layer (the dashboard's "recompute layout"):
     UMAP on just their vectors, saved beside the full one under its own params hash; returns its key.
 
-    `base` is a `store.maps.LayoutKey`. The neighbour audit uses exact neighbours within the subset.
+    `base` is a `store.maps.LayoutKey`; `description` says which filter or selection chose the samples (shown
+    in the layout's name, not part of its identity). The neighbour audit uses exact neighbours within the
+    subset.
     """
     import hashlib
 
@@ -168,6 +171,6 @@ def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutP
     knn_rows, knn_distances = exact_knn(unit, k) if len(unit) <= EXACT_LIMIT else approximate_knn(unit, k, params.seed)
     xy = layout(vectors[rows], params, knn=(knn_rows, knn_distances) if params.n_neighbors - 1 <= k else None)
     overlap = neighbour_overlap(knn_rows, xy, AUDIT_K)
-    write_embedding(lake, key.parts(), base.run_id, base.layer, base.pooling, base.step, digest, params, extra,
-                    wanted, xy, overlap)
+    write_embedding(lake, key.parts(), base.run_id, base.layer, base.pooling, base.step, digest, params,
+                    extra | {"description": description[:200]}, wanted, xy, overlap)
     return key

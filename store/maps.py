@@ -9,6 +9,7 @@ the lake or checked against the run-id pattern, so no id can reach a file outsid
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import io
 import json
@@ -64,16 +65,56 @@ def layout_params(lake: Lake | str, key: LayoutKey) -> dict:
     return json.loads(table.column("params")[0].as_py())
 
 
+@dataclasses.dataclass(frozen=True)
+class LayoutInfo:
+    """What a person needs to tell layouts apart: method and parameters, point count, full or subset (and
+    of what), and when it was made."""
+
+    key: LayoutKey
+    points: int
+    created: float  # seconds since the epoch (the file's modification time)
+    params: dict
+
+    @property
+    def subset(self) -> bool:
+        return "subset" in self.params
+
+    @property
+    def name(self) -> str:
+        p = self.params
+        method = "UMAP (GPU)" if p.get("umap") == "cuml" else "UMAP"
+        what = f"subset: {p.get('description') or 'picked samples'}" if self.subset else "full"
+        when = datetime.datetime.fromtimestamp(self.created).strftime("%Y-%m-%d %H:%M")
+        return (f"{method} n_neighbors {p.get('n_neighbors')}, min_dist {p.get('min_dist')}, seed {p.get('seed')}"
+                f" · {self.points} points · {what} · {when}")
+
+
 @functools.lru_cache(maxsize=4096)
-def _is_subset(lake_root: str, key: LayoutKey) -> bool:
-    # A layout file never changes once written (its name carries its parameters' hash), so the answer keeps.
-    return "subset" in layout_params(lake_root, key)
+def _layout_info(lake_root: str, key: LayoutKey, stamp: int) -> LayoutInfo:
+    # A layout file never changes once written (its name carries its parameters' hash); `stamp` is its mtime.
+    lake = as_lake(lake_root)
+    count = pq.ParquetFile(lake.path(*key.parts()), filesystem=lake.fs).metadata.num_rows
+    return LayoutInfo(key, int(count), stamp / 1e9, layout_params(lake, key))
+
+
+def layout_info(lake: Lake | str, key: LayoutKey) -> LayoutInfo:
+    lake = as_lake(lake)
+    info = lake.fs.get_file_info(lake.path(*key.parts()))
+    return _layout_info(lake.root, key, info.mtime_ns or 0)
+
+
+def newest_full_layout(lake: Lake | str, keys: list[LayoutKey]) -> LayoutKey | None:
+    """The layout a view starts from: the newest full layout among `keys` (a subset only when there is
+    nothing else)."""
+    if not keys:
+        return None
+    infos = [layout_info(lake, k) for k in keys]
+    return max(infos, key=lambda i: (not i.subset, i.created, i.key)).key
 
 
 def full_layouts(lake: Lake | str, keys: list[LayoutKey]) -> list[LayoutKey]:
     """The layouts of all of a layer's samples, without the "recompute layout" subsets."""
-    root = as_lake(lake).root
-    return [k for k in keys if not _is_subset(root, k)]
+    return [k for k in keys if not layout_info(lake, k).subset]
 
 
 def run_layers(con, run_id: str) -> list[str]:
@@ -121,6 +162,27 @@ class MapPoints:
     @property
     def has_classes(self) -> bool:
         return bool(self.class_names)
+
+    def class_options(self) -> dict[str, int]:
+        """Label -> class id of every class of the run, in id order (for class pickers)."""
+        return {sample_label(i, name, None): i for i, name in sorted(self.class_names.items())}
+
+    def class_of_label(self, label: str) -> int | None:
+        """The class id a map label names ("3", "417: balloon", or an older lake's "3: 3"), or None."""
+        options = self.class_options()
+        if label in options:
+            return options[label]
+        head = label.split(":", 1)[0]
+        return int(head) if ":" in label and head.isdigit() and int(head) in self.class_names else None
+
+    def colour_codes(self, column: str) -> np.ndarray:
+        """A fixed palette index for each category of `column` ("label" or "tags"): the class id for a
+        class-conditional run's labels (the same colour in every layout, subset and tab), else the
+        category's position in the run's list of prompts or tags."""
+        categories = self.frame[column].cat.categories
+        if column == "label" and self.class_names:
+            return np.array(sorted(self.class_names), dtype=np.int64)
+        return np.arange(len(categories), dtype=np.int64)
 
     def rows_of(self, sample_ids: np.ndarray | list[int]) -> np.ndarray:
         """Row positions of these sample ids (-1 where absent)."""
@@ -215,6 +277,18 @@ def read_run_samples(lake: Lake, run_id: str) -> pa.Table:
     return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
 
 
+def run_class_names(samples: pa.Table) -> dict[int, str]:
+    """Class id -> name of every class in a run's samples (a class without a name is named by its id)."""
+    class_id = samples.column("class_id").fill_null(-1).to_numpy()
+    names = {}
+    unique, first = np.unique(class_id, return_index=True)
+    for cid, row in zip(unique, first):
+        if cid >= 0:
+            name = samples.column("class_name")[int(row)].as_py()
+            names[int(cid)] = name if name is not None else str(cid)
+    return names
+
+
 def load_points(lake: Lake | str, key: LayoutKey) -> MapPoints:
     """One layout's coordinates aligned with its samples' metadata by sample id (the same rows as the
     `map_points` view, read directly from the layout's and samples' shards to keep memory small)."""
@@ -225,7 +299,7 @@ def load_points(lake: Lake | str, key: LayoutKey) -> MapPoints:
                            columns=["sample_id", "x", "y", "knn_overlap"])
     layout = layout.take(pc.sort_indices(layout.column("sample_id")))
     ids = layout.column("sample_id").to_numpy()
-    samples = read_run_samples(lake, key.run_id)
+    samples = run_samples = read_run_samples(lake, key.run_id)
     sample_ids = samples.column("sample_id").to_numpy()
     order = np.argsort(sample_ids, kind="stable")
     at = order[np.minimum(np.searchsorted(sample_ids, ids, sorter=order), len(order) - 1)]
@@ -252,15 +326,10 @@ def load_points(lake: Lake | str, key: LayoutKey) -> MapPoints:
         "prompt": categorical(samples.column("prompt").combine_chunks()),
         "tags": categorical(tags),
     })
-    class_names = {}  # every class of the run, so colours never depend on a filter
-    unique, first = np.unique(class_id, return_index=True)
-    for cid, row in zip(unique, first):
-        if cid >= 0:
-            name = samples.column("class_name")[int(row)].as_py()
-            class_names[int(cid)] = name if name is not None else str(cid)
+    class_names = run_class_names(run_samples)  # every class of the run, so colours never depend on a subset
     if class_names:
         labels = [sample_label(i, class_names[i], None) for i in sorted(class_names)]
-        codes = np.searchsorted(np.array(sorted(class_names)), class_id)
+        codes = np.searchsorted(np.array(sorted(class_names)), np.maximum(class_id, 0))
         frame["label"] = pd.Categorical.from_codes(np.where(class_id >= 0, codes, -1), categories=labels)
     else:
         frame["label"] = frame["prompt"]
@@ -333,8 +402,11 @@ def trajectories(lake: Lake | str, reference: MapPoints, keys: list[LayoutKey], 
 
 
 def sample_label(class_id: int | None, class_name: str | None, prompt: str | None) -> str:
-    """How maps and tables name a sample: "id: class name" for class-conditional runs, else its prompt."""
-    return f"{class_id}: {class_name}" if class_id is not None else str(prompt)
+    """How maps and tables name a sample: "id: class name" for class-conditional runs ("3", not "3: 3",
+    when the name is the id), else its prompt."""
+    if class_id is None:
+        return str(prompt)
+    return str(class_id) if class_name in (None, "", str(class_id)) else f"{class_id}: {class_name}"
 
 
 def sample_rows(con, run_id: str, sample_ids: list[int]) -> pd.DataFrame:

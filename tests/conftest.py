@@ -194,14 +194,25 @@ def checked_page(browser, server: "Server"):
     on leaving, the server's log must show no new traceback."""
     context = browser.new_context(viewport={"width": 1500, "height": 1100})
     page = context.new_page()
-    page.problems, page.dialogs = [], []
+    page.problems, page.dialogs, page.warnings = [], [], []
     page.on("console", lambda m: page.problems.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: page.warnings.append(m.text) if m.type == "warning" else None)
     page.on("pageerror", lambda e: page.problems.append(str(e)))
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
     logged = len(server.output())
     yield page
     context.close()
     assert server_errors(server.output()[logged:]) == []
+
+
+# Warnings that are not ours: Panel's bundled Choices.js deprecation notice, Chromium's software WebGL.
+FOREIGN_WARNINGS = ("Deprecation warning: allowHTML", "GL Driver Message")
+
+
+def our_warnings(page) -> list[str]:
+    """Console warnings a page logged, except the known ones of third-party code (Bokeh's warnings, such
+    as "nonexistent field", count as ours: they come from what we send it)."""
+    return [w for w in page.warnings if not w.startswith(FOREIGN_WARNINGS) and "GL Driver Message" not in w]
 
 
 def server_errors(log: str) -> list[str]:
@@ -254,3 +265,30 @@ def click_in_plot(page, plot: dict, x: float, y: float) -> None:
     px = plot["left"] + (x - plot["x0"]) / (plot["x1"] - plot["x0"]) * plot["width"]
     py = plot["top"] + (plot["y1"] - y) / (plot["y1"] - plot["y0"]) * plot["height"]
     page.mouse.click(px, py)
+
+
+def class_colour_shares(pixels, class_ids) -> dict[int, float]:
+    """For a map's pixels: the share of its clearly coloured pixels (not white, grey or black) whose
+    nearest class colour (`dashboards.render.category_colour(class id)`) is each class's."""
+    import numpy as np
+
+    from dashboards.render import category_colour
+
+    colours = np.array([[int(category_colour(c)[i:i + 2], 16) for i in (1, 3, 5)] for c in class_ids], dtype=float)
+    flat = pixels.reshape(-1, 3).astype(float)
+    chromatic = flat[(flat.max(1) - flat.min(1)) > 40]
+    if not len(chromatic):
+        return {c: 0.0 for c in class_ids}
+    nearest = np.argmin(((chromatic[:, None, :] - colours[None]) ** 2).sum(2), axis=1)
+    counts = np.bincount(nearest, minlength=len(class_ids)) / len(chromatic)
+    return {c: float(counts[i]) for i, c in enumerate(class_ids)}
+
+
+def dark_pixels_near(pixels, px: float, py: float, radius: int = 12) -> int:
+    """How many near-black pixels lie within `radius` pixels of (px, py) of a map's pixels (rings)."""
+    import numpy as np
+
+    h, w = pixels.shape[:2]
+    y0, y1, x0, x1 = max(0, int(py) - radius), min(h, int(py) + radius), max(0, int(px) - radius), min(w, int(px) + radius)
+    window = pixels[y0:y1, x0:x1].astype(int)
+    return int((window.max(2) < 60).sum())

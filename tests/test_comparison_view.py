@@ -1,14 +1,17 @@
-"""The comparison tab on the paired digits lake (student against teacher): the per-layer table, both
-runs' layouts linked side by side, and most-changed samples opening both images; then in the browser."""
+"""The comparison tab on the paired digits lake (student against teacher): the per-layer chart (with the
+chance level of k-NN Jaccard) and table, both runs' layouts linked side by side, and most-changed samples
+opening both images; then in the browser."""
 
 from __future__ import annotations
 
 import time
 
+import holoviews as hv
+import numpy as np
 import pytest
 
 from dashboards.browser import ALL_PLOTS_JS
-from dashboards.comparison_view import ComparisonView
+from dashboards.comparison_view import ComparisonView, chance_jaccard, describe_comparison
 from store import connect, maps
 from tests.conftest import DIGITS_LAYERS, REPO, images_loaded
 
@@ -36,6 +39,58 @@ def test_layers_in_capture_order_with_the_stored_figures(view, paired_lake):
     assert table["layer"].tolist() == DIGITS_LAYERS.split(",")
     for layer, jaccard, cka in zip(table["layer"], table["Jaccard (k=10)"], table["CKA"]):
         assert jaccard == pytest.approx(stored[layer][0], abs=5e-4) and cka == pytest.approx(stored[layer][1], abs=5e-4)
+
+
+def simulated_jaccard(k: int, n: int, trials: int, rng) -> float:
+    """Mean Jaccard overlap of two k-subsets of the n - 1 other samples, each drawn uniformly."""
+    totals = []
+    for _ in range(trials // 20_000):
+        a = np.argsort(rng.random((20_000, n - 1)), axis=1)[:, :k]
+        b = np.argsort(rng.random((20_000, n - 1)), axis=1)[:, :k]
+        shared = (a[:, :, None] == b[:, None, :]).sum(axis=(1, 2))
+        totals.append(shared / (2 * k - shared))
+    return float(np.concatenate(totals).mean())
+
+
+@pytest.mark.parametrize("k, n", [(10, 300), (5, 40), (3, 12)])
+def test_chance_jaccard_matches_random_neighbourhoods(k, n):
+    simulated = simulated_jaccard(k, n, 200_000, np.random.default_rng(k * n))
+    assert chance_jaccard(k, n) == pytest.approx(simulated, rel=0.02)
+    overlap = k * k / (n - 1)  # near the ratio at the mean overlap, and a little above it (convexity)
+    assert overlap / (2 * k - overlap) < chance_jaccard(k, n) < (1 + 1 / k) * overlap / (2 * k - overlap)
+    assert chance_jaccard(10, 11) == 1.0 and chance_jaccard(10, 2) == 1.0  # every other sample a neighbour
+
+
+def curves(view) -> dict[str, hv.Curve]:
+    return {element.label: element for element in view.chart.object if isinstance(element, hv.Curve)}
+
+
+def test_the_chart_draws_the_stored_figures_by_layer_with_the_chance_level(view, paired_lake):
+    choose(view, 0)
+    stored = connect(paired_lake["lake"]).sql(
+        "SELECT layer, mean_knn_jaccard, linear_cka, samples, k FROM comparisons WHERE step_b = 0").df()
+    stored = stored.set_index("layer").loc[DIGITS_LAYERS.split(",")]  # capture order
+    drawn = curves(view)
+    k, n = int(stored["k"].iat[0]), int(stored["samples"].iat[0])
+    chance = next(label for label in drawn if "chance" in label)
+    assert set(drawn) == {"linear CKA", f"k-NN Jaccard (k={k})", chance}
+    for label, column in (("linear CKA", "linear_cka"), (f"k-NN Jaccard (k={k})", "mean_knn_jaccard")):
+        assert drawn[label].data["layer"].tolist() == DIGITS_LAYERS.split(",")
+        assert np.allclose(drawn[label].data["value"], stored[column], atol=1e-9)
+    assert np.allclose(drawn[chance].data["value"], chance_jaccard(k, n), atol=1e-12)
+    assert f"{chance_jaccard(k, n):.3f}" in chance  # its value is written in the legend
+    hv.extension("bokeh")
+    figure = hv.render(view.chart.object, backend="bokeh")
+    assert list(figure.x_range.factors) == DIGITS_LAYERS.split(",")
+    assert (figure.y_range.start, figure.y_range.end) == (0, 1)
+    dashed = [r for r in figure.renderers if getattr(r.glyph, "line_dash", None) == [6]]
+    assert len(dashed) == 1 and set(dashed[0].data_source.data["value"]) == {chance_jaccard(k, n)}
+    assert "lens-compare-chart" in view.chart.css_classes
+
+
+def test_the_comparison_dropdown_fits_its_longest_option(view):
+    longest = max(len(describe_comparison(c)) for c in view.comparisons)
+    assert view.choice.width >= min(700, 7 * longest)
 
 
 def test_a_layer_shows_both_runs_linked(view, paired_lake):
@@ -78,10 +133,20 @@ def test_compare_tab_in_the_browser(paired_server, paired_page):
     last = DIGITS_LAYERS.split(",")[-1]
     rows.nth(2).locator(".tabulator-cell[tabulator-field='layer']").click()
     page.wait_for_selector(f".lens-layer-figures[data-layer='{last}']", timeout=20_000)
+    chart = page.locator(".lens-compare-chart").bounding_box()
+
+    def maps() -> list[dict]:  # every plot but the chart by layer
+        def in_chart(p: dict) -> bool:
+            return (chart["x"] <= p["left"] <= chart["x"] + chart["width"]
+                    and chart["y"] <= p["top"] <= chart["y"] + chart["height"])
+        return [p for p in page.evaluate(ALL_PLOTS_JS) if not in_chart(p)]
+
     deadline = time.monotonic() + 30
-    while len(page.evaluate(ALL_PLOTS_JS)) != 2 and time.monotonic() < deadline:
+    while len(maps()) != 2 and time.monotonic() < deadline:
         page.wait_for_timeout(250)
-    assert len(page.evaluate(ALL_PLOTS_JS)) == 2  # student and teacher maps of the clicked layer
+    assert len(maps()) == 2  # student and teacher maps of the clicked layer
+    assert len(page.evaluate(ALL_PLOTS_JS)) == 3  # and the chart
+    assert page.locator(".lens-compare-chart canvas").count() >= 1
     sample = connect(paired_server["lake"]).sql(
         "SELECT most_changed[1] FROM comparisons WHERE layer = $l AND step_b = 0", params={"l": last}).fetchall()[0][0]
     first_changed = page.locator(".lens-changed-table .tabulator-row").first

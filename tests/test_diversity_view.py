@@ -1,5 +1,6 @@
 """The diversity tab on the paired digits lake: the stored table with the teacher's figures beside the
-student's, a class click filtering the map, a near-duplicate pair opening both images; then in the browser."""
+student's under a header of their own, the mean row of both, a class click filtering the map, a
+near-duplicate pair opening both images; then in the browser (headers wrapped, not cut)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def lake(paired_lake, tmp_path_factory):
 
 
 def test_class_ids_are_read_from_labels():
-    assert class_id_of("3: 3") == 3 and class_id_of("417: balloon (n02782093)") == 417
+    assert class_id_of("3: 3") == 3 and class_id_of("417: balloon (n02782093)") == 417 and class_id_of("3") == 3
     assert class_id_of("a photo: of a cat") is None and class_id_of("plain prompt") is None
 
 
@@ -49,6 +50,58 @@ def test_table_has_both_runs_and_links_to_the_map(lake):
         assert theirs == pytest.approx(stored[label], abs=0.005)
     view.on_click(Click(0, "class or prompt"))
     assert shown == [(lake["student"], view.layer.value, table["class or prompt"].iat[0])]
+
+
+@pytest.fixture()
+def student_view(lake):
+    shown = []
+    view = DiversityView(lake["root"], connect(lake["root"]), lambda *args: shown.append(args))
+    view.run.value = lake["student"]
+    view.layer.value = DIGITS_LAYERS.split(",")[-1]
+    view.threshold.value = 0.01
+    view.clicks = shown
+    return view
+
+
+def test_each_runs_columns_sit_under_its_own_header(student_view, lake):
+    this_run = ["distance", "purity", "near-dups", "Vendi", PAIR_COLUMN]
+    paired = ["distance (paired)", "purity (paired)", "near-dups (paired)", "Vendi (paired)"]
+    expected = {f"{lake['student']} (this run)": this_run, f"{lake['teacher']} (paired)": paired}
+    assert student_view.table.groups == expected
+    assert list(student_view.table.value.columns) == ["class or prompt", "samples", *this_run, *paired]
+    configuration = student_view.table.get_root().configuration  # what Tabulator is given
+    headers = {c["title"]: [child["field"] for child in c["columns"]] for c in configuration["columns"]
+               if "columns" in c}
+    assert headers == expected
+    assert configuration["columnDefaults"]["headerWordWrap"] is True
+    assert all(student_view.table.titles[name] == name.removesuffix(" (paired)") for name in paired)
+
+
+def test_the_mean_row_is_the_mean_over_classes_of_both_runs(student_view, lake):
+    con = connect(lake["root"])
+    means = {}
+    for run in ("student", "teacher"):
+        means[run] = con.sql(
+            "SELECT avg(mean_pairwise_distance), avg(knn_purity), avg(near_duplicate_pairs), avg(vendi_score), "
+            "avg(samples), count(*) FROM diversity WHERE run_id = $r AND layer = $l AND threshold = 0.01",
+            params={"r": lake[run], "l": student_view.layer.value}).fetchall()[0]
+    row = student_view.means.value
+    assert len(row) == 1 and list(row.columns) == [c for c in student_view.table.value.columns if c != PAIR_COLUMN]
+    assert row["class or prompt"].iat[0] == f"mean of all {means['student'][5]}"
+    assert row["samples"].iat[0] == pytest.approx(means["student"][4], abs=0.05)
+    for i, name in enumerate(["distance", "purity", "near-dups", "Vendi"]):
+        assert row[name].iat[0] == pytest.approx(means["student"][i], abs=0.005)
+        assert row[f"{name} (paired)"].iat[0] == pytest.approx(means["teacher"][i], abs=0.005)
+    assert student_view.means.groups == student_view.table.groups
+    assert "lens-diversity-means" in student_view.means.css_classes
+
+
+def test_a_click_past_the_classes_filters_nothing(student_view):
+    student_view.on_click(Click(len(student_view.table.value), "class or prompt"))
+    assert student_view.clicks == []
+    student_view.on_click(Click(1, "samples"))
+    assert student_view.clicks == [(student_view.run.value, student_view.layer.value,
+                                    student_view.table.value["class or prompt"].iat[1])]
 
 
 def test_a_pair_opens_both_images(lake):
@@ -85,4 +138,26 @@ def test_clicking_a_class_filters_the_map(paired_server, paired_page):
             break
         page.wait_for_timeout(200)
     assert shown == expected > 0
+    assert page.problems == []
+
+
+@pytest.mark.browser
+def test_headers_wrap_and_each_run_has_its_group(paired_server, paired_page):
+    page = paired_page
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.goto(f"{paired_server['url']}/explorer?tab=diversity")
+    page.wait_for_selector(".lens-diversity-table .tabulator-row", timeout=60_000)
+    page.wait_for_selector(".lens-diversity-means .tabulator-row", timeout=20_000)
+    titles = page.locator(".lens-diversity-table .tabulator-col-title").evaluate_all(
+        "els => els.map(e => ({text: e.innerText, cut: e.scrollWidth > e.clientWidth + 1, "
+        "lines: Math.round(e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight))}))")
+    texts = [t["text"] for t in titles]
+    run_id = page.locator("select").first.input_value()
+    assert f"{run_id} (this run)" in texts and any(t.endswith("(paired)") for t in texts)
+    assert texts.count("Vendi") == 2 and "near-duplicate pair" in texts
+    assert [t for t in titles if t["cut"] and t["text"].strip()] == []  # (Tabulator adds a blank one)
+    assert any(t["lines"] > 1 for t in titles)  # a long title wraps onto a second line
+    assert page.locator(".lens-diversity-means .tabulator-row").count() == 1
+    assert page.locator(".lens-diversity-means .tabulator-cell[tabulator-field='class or prompt']").inner_text() \
+        .startswith("mean of ")
     assert page.problems == []

@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 
 from dashboards.browser import PLOT_JS as PLOT_GEOMETRY_JS  # the plot's frame and ranges, read in the page
+from dashboards.browser import MARKER_ROLES_JS, coloured_fraction, map_pixels, plot_geometries
 from store import maps
 from store.neighbours import build_graph
 from store.synthetic import write_run
-from tests.conftest import REPO, Server, checked_page, images_loaded, isolated_point
+from dashboards.map_tab import MapTab
+from tests.conftest import (REPO, Server, checked_page, class_colour_shares, dark_pixels_near, images_loaded,
+                            isolated_point, our_warnings)
 
 pytestmark = pytest.mark.browser
 
@@ -51,16 +54,6 @@ def shown_count(page) -> int:
     return int(page.locator(".lens-shown").inner_text().replace(",", ""))
 
 
-def map_pixels(page) -> np.ndarray:
-    import io
-
-    from PIL import Image
-
-    g = page.evaluate(PLOT_GEOMETRY_JS)
-    clip = {"x": g["left"], "y": g["top"], "width": g["width"], "height": g["height"]}
-    return np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB"))
-
-
 def click_point(page, x: float, y: float) -> None:
     g = page.evaluate(PLOT_GEOMETRY_JS)
     px = g["left"] + (x - g["x0"]) / (g["x1"] - g["x0"]) * g["width"]
@@ -68,17 +61,33 @@ def click_point(page, x: float, y: float) -> None:
     page.mouse.click(px, py)
 
 
-def click_until_selected(page, x: float, y: float, sample_id: int, attempts: int = 3) -> None:
-    """Click the point; a click that lands while the page is still syncing its first render can be
-    dropped by the browser, so click again, as a user would (every attempt must pick this sample)."""
+def until_selected(page, action, sample_id: int, attempts: int = 3) -> None:
+    """Do `action` (a click, typing an id) until the sample is selected: one that lands while the page is
+    still syncing its first render can be dropped by the browser, so do it again, as a user would."""
     for attempt in range(attempts):
-        click_point(page, x, y)
+        action()
         try:
             page.wait_for_selector(f".lens-selected-sample[data-sample='{sample_id}']", timeout=8_000)
             return
         except Exception:
             if attempt == attempts - 1:
                 raise
+
+
+def click_until_selected(page, x: float, y: float, sample_id: int) -> None:
+    until_selected(page, lambda: click_point(page, x, y), sample_id)
+
+
+def jump_to(page, sample_id: int) -> None:
+    """Type a sample id into the jump box and press Enter."""
+    box = page.locator("input[placeholder='e.g. 1234']")
+
+    def type_it() -> None:
+        box.fill("")
+        box.fill(str(sample_id))
+        box.press("Enter")
+
+    until_selected(page, type_it, sample_id)
 
 
 def wait_for_selected(page, sample_id: int) -> None:
@@ -90,32 +99,114 @@ def neighbour_ids_on_page(page) -> list[int]:
         "els => els.map(e => e.dataset.sample)")]
 
 
+def data_to_pixel(page, x: float, y: float, index: int = 0) -> tuple[float, float]:
+    """Where data point (x, y) lies in map `index`'s own pixels (as `map_pixels` returns them)."""
+    g = plot_geometries(page)[index]
+    return ((x - g["x0"]) / (g["x1"] - g["x0"]) * g["width"], (g["y1"] - y) / (g["y1"] - g["y0"]) * g["height"])
+
+
+def wait_for_pixels_to_change(page, before: np.ndarray, index: int = 0, timeout: float = 20) -> np.ndarray:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = map_pixels(page, index)
+        if now.shape != before.shape or (np.abs(now.astype(int) - before.astype(int)).sum(2) > 30).mean() > 0.001:
+            return wait_for_stable_pixels(page, index, deadline)
+        page.wait_for_timeout(100)
+    raise AssertionError("the map's pixels did not change")
+
+
+def default_key(served) -> maps.LayoutKey:
+    """The layout the page opens on for the served student run: its newest full layout."""
+    return maps.newest_full_layout(served["lake"], [k for k in maps.list_layouts(served["lake"])
+                                                     if k.run_id == served["run_id"]])
+
+
+def wait_for_url(page, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in page.url and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert text in page.url
+
+
+def hue_share(pixels: np.ndarray, low: float, high: float) -> float:
+    """The share of a map's clearly coloured pixels whose hue (degrees) lies in [low, high]."""
+    import colorsys
+
+    flat = pixels.reshape(-1, 3).astype(float) / 255
+    chromatic = flat[(flat.max(1) - flat.min(1)) > 0.15]
+    hues = np.array([colorsys.rgb_to_hsv(*p)[0] * 360 for p in chromatic])
+    return float(((hues >= low) & (hues <= high)).mean()) if len(hues) else 0.0
+
+
+def wait_for_stable_pixels(page, index: int, deadline: float) -> np.ndarray:
+    """The map once two screenshots 300 ms apart agree (the last raster of a change has arrived)."""
+    last = map_pixels(page, index)
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+        now = map_pixels(page, index)
+        if now.shape == last.shape and np.array_equal(now, last):
+            return now
+        last = now
+    return last
+
+
+def choose_class(page, text: str) -> None:
+    choice = page.locator(".choices__input--cloned").first
+    choice.click()
+    choice.press_sequentially(text, delay=50)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+
+
 def test_page_loads_and_draws_the_map(served, page):
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((served["url"], "data:", "blob:"))
+            else None)
     open_explorer(page, served["url"])
-    pixels = map_pixels(page)
-    coloured = (np.abs(pixels.astype(int) - 255).sum(2) > 60).mean()
-    assert coloured > 0.002, "the map looks blank"
+    assert coloured_fraction(map_pixels(page)) > 0.002, "the map looks blank"
     assert shown_count(page) == 300
+    sidebar = page.locator(".lens-sidebar").first.bounding_box()
+    g = plot_geometries(page)[0]
+    assert sidebar["x"] + sidebar["width"] <= g["left"]  # the template: controls in a sidebar, the map beside it
+    assert g["width"] >= 700 and g["height"] >= 550  # the map fills the main area at 1500 x 1100
+    assert outside == []  # nothing is fetched from outside the server (fonts, scripts)
     assert page.problems == []
 
 
-def test_class_filter_changes_the_count(served, page):
-    open_explorer(page, served["url"])
-    before = shown_count(page)
-    choice = page.locator(".choices__input--cloned").first
-    choice.click()
-    choice.press_sequentially("3: 3", delay=50)
-    page.keyboard.press("Enter")
-    deadline = time.monotonic() + 20
-    while shown_count(page) == before and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    after = shown_count(page)
-    chosen = page.locator(".choices__list--multiple .choices__item").first.get_attribute("data-value")
-    key = next(k for k in maps.list_layouts(served["lake"]) if k.run_id == served["run_id"])
+def test_class_filter_redraws_only_that_class_fitted(served, page):
+    open_explorer(page, served["url"], f"?run={served['run_id']}")
+    key = maps.newest_full_layout(served["lake"], [k for k in maps.list_layouts(served["lake"])
+                                                    if k.run_id == served["run_id"]])
     points = maps.points_for(served["lake"], key)
-    assert 0 < after < before
-    assert chosen.startswith("3: ")  # the search found class 3
-    assert after == int((points.frame["class_id"] == 3).sum())
+    classes = sorted(points.class_names)
+    before = map_pixels(page)
+    assert max(class_colour_shares(before, classes).values()) < 0.5  # every class is drawn
+    choose_class(page, "3")
+    after = wait_for_pixels_to_change(page, before)
+    shares = class_colour_shares(after, classes)
+    assert shares[3] > 0.97, shares  # only class 3's colour remains on the map
+    expected = int((points.frame["class_id"] == 3).sum())
+    assert shown_count(page) == expected
+    g = plot_geometries(page)[0]  # the view fits class 3's points
+    xs = points.frame["x"].to_numpy()[points.frame["class_id"] == 3]
+    assert g["x0"] <= xs.min() and g["x1"] >= xs.max()
+    assert (g["x1"] - g["x0"]) <= 1.2 * (xs.max() - xs.min())
+    wait_for_url(page, "classes=3")  # the address bar follows
+    assert page.problems == []
+
+
+def test_colour_by_density_changes_the_map_and_the_legend(served, page):
+    open_explorer(page, served["url"], f"?run={served['run_id']}")
+    before = map_pixels(page)
+    page.locator("select:has(option:text-is('density'))").select_option(label="density")
+    after = wait_for_pixels_to_change(page, before)
+    key = maps.newest_full_layout(served["lake"], [k for k in maps.list_layouts(served["lake"])
+                                                    if k.run_id == served["run_id"]])
+    classes = sorted(maps.points_for(served["lake"], key).class_names)
+    assert max(class_colour_shares(before, classes).values()) < 0.5
+    # density is drawn in the fire colour map (reds to yellows), not in the class colours
+    assert hue_share(after, 0, 65) > 0.9 and hue_share(before, 0, 65) < 0.6
+    page.wait_for_selector(".lens-colour-bar[data-colour='density']", timeout=10_000)
     assert page.problems == []
 
 
@@ -129,37 +220,93 @@ def best_separated_layout(lake: Path, run_id: str) -> maps.LayoutKey:
         labels = frame["class_id"].to_numpy()
         return float((labels[rows[:, 1:]] == labels[:, None]).mean())
 
-    return max((k for k in maps.list_layouts(lake) if k.run_id == run_id), key=purity)
+    full = maps.full_layouts(lake, [k for k in maps.list_layouts(lake) if k.run_id == run_id])
+    return max(full, key=purity)  # full layouts only: the page opens a layer on its newest full layout
 
 
-def test_click_shows_the_point_and_its_true_neighbours(served, page):
+def selected_ring_visible(page, points, sample: int) -> bool:
+    row = int(points.rows_of([sample])[0])
+    px, py = data_to_pixel(page, float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row]))
+    return dark_pixels_near(map_pixels(page), px, py) >= 20
+
+
+def test_click_shows_the_point_its_true_neighbours_and_its_ring(served, page):
     key = best_separated_layout(served["lake"], served["run_id"])  # also the README's screenshot
     open_explorer(page, served["url"], f"?run={served['run_id']}&layer={key.layer}")
+    page.wait_for_timeout(500)
     points = maps.points_for(served["lake"], key)
     row = isolated_point(points, np.random.default_rng(0))
     sample = int(points.frame["sample_id"].iat[row])
-    click_until_selected(page, float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row]), sample)
+    x, y = float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row])
+    page.mouse.move(0, 0)  # no hover ring in the picture
+    page.wait_for_timeout(300)
+    px, py = data_to_pixel(page, x, y)
+    dark_before = dark_pixels_near(map_pixels(page), px, py)
+    click_until_selected(page, x, y, sample)
     page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
     graph = build_graph(served["lake"], served["run_id"], key.layer, key.pooling)
-    expected, _ = graph.of(sample, 10)
+    expected, distances = graph.of(sample, 10)
     assert neighbour_ids_on_page(page) == [int(i) for i in expected]
-    page.wait_for_timeout(1000)
+    shown = page.locator(".lens-neighbours .lens-distance").all_inner_texts()
+    assert shown == [f"{d:.3g}" for d in distances]  # three significant digits
+    page.mouse.move(0, 0)
+    deadline = time.monotonic() + 10
+    while dark_pixels_near(map_pixels(page), px, py) < dark_before + 20 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert dark_pixels_near(map_pixels(page), px, py) >= dark_before + 20  # the black-and-white ring is drawn
+    page.wait_for_timeout(500)
     assert images_loaded(page, ".lens-neighbours .lens-thumb img")
     assert images_loaded(page, ".lens-selected-sample img")
     assert page.problems == []
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)  # the README's picture (`make screenshot`)
+    page.screenshot(path=str(SCREENSHOT))  # the README's picture (`make screenshot`)
 
 
-def test_switching_layers_keeps_the_selection(served, page):
+def test_thumbnails_select_remove_and_collect(served, page):
+    run_id = served["run_id"]
+    open_explorer(page, served["url"], f"?run={run_id}&sample=7")
+    wait_for_selected(page, 7)
+    page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
+    neighbours = neighbour_ids_on_page(page)
+    # remove one neighbour from the set; the rest stay in order
+    page.locator(f".lens-neighbours .lens-thumb[data-sample='{neighbours[1]}'] .lens-thumb-remove").click()
+    deadline = time.monotonic() + 10
+    while neighbour_ids_on_page(page) == neighbours and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert neighbour_ids_on_page(page) == neighbours[:1] + neighbours[2:]
+    # + collects a neighbour without changing the selection
+    page.locator(f".lens-neighbours .lens-thumb[data-sample='{neighbours[0]}'] .lens-thumb-collect").click()
+    page.wait_for_selector(f".lens-collected .lens-thumb[data-sample='{neighbours[0]}']", timeout=10_000)
+    wait_for_selected(page, 7)
+    # a click on a thumbnail selects that sample, and its ring moves there on the map
+    page.locator(f".lens-neighbours .lens-thumb[data-sample='{neighbours[2]}'] img").click()
+    wait_for_selected(page, neighbours[2])
+    points = maps.points_for(served["lake"], default_key(served))
+    page.mouse.move(0, 0)
+    deadline = time.monotonic() + 10
+    while not selected_ring_visible(page, points, neighbours[2]) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert selected_ring_visible(page, points, neighbours[2])
+    wait_for_url(page, f"sample={neighbours[2]}")
+    jump_to(page, 11)  # the jump box selects by id
+    page.get_by_role("button", name="Collect neighbours").click()
+    page.wait_for_selector(".lens-collected-count", timeout=10_000)
+    page.wait_for_timeout(1000)
+    assert our_warnings(page) == []  # e.g. no Bokeh "nonexistent field" when rings are added
+    assert page.problems == []
+
+
+def test_switching_layers_keeps_the_selection_and_redraws(served, page):
     keys = [k for k in maps.list_layouts(served["lake"]) if k.run_id == served["run_id"]]
     first = keys[0]
     points = maps.points_for(served["lake"], first)
     sample = int(points.frame["sample_id"].iat[7])
     open_explorer(page, served["url"], f"?run={served['run_id']}&layer={first.layer}&sample={sample}")
     wait_for_selected(page, sample)
+    before = map_pixels(page)
     other = next(k for k in keys if k.layer != first.layer)
     page.locator("select").nth(1).select_option(other.layer)
+    wait_for_pixels_to_change(page, before)
     deadline = time.monotonic() + 20
     graph = build_graph(served["lake"], served["run_id"], other.layer, other.pooling)
     expected = [int(i) for i in graph.of(sample, 10)[0]]
@@ -167,6 +314,7 @@ def test_switching_layers_keeps_the_selection(served, page):
         page.wait_for_timeout(200)
     wait_for_selected(page, sample)
     assert neighbour_ids_on_page(page) == expected
+    wait_for_url(page, f"layer={other.layer}")
     assert page.problems == []
 
 
@@ -177,7 +325,15 @@ def test_hostile_prompts_are_shown_as_text(served, page):
     assert HOSTILE_PROMPT in legend and "<img src=x onerror=alert(2)>" in legend
     meta = page.locator(".lens-selected-sample").inner_text()
     assert any(p in meta for p in HOSTILE_PROMPTS)
-    assert "<b>bold</b>" in meta or "plain" in meta
+    page.locator("select:has(option:text-is('tag'))").select_option(label="tag")
+    page.wait_for_timeout(1000)
+    assert "<b>bold</b>" in page.locator(".lens-legend-rows").inner_text()  # the tag legend, as text
+    page.locator("input[placeholder='any tag']").fill("<b>")
+    page.locator("input[placeholder='any tag']").press("Enter")
+    deadline = time.monotonic() + 10
+    while shown_count(page) == 600 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert 0 < shown_count(page) < 600
     page.locator("input[placeholder='any prompt']").fill("script")
     page.keyboard.press("Enter")
     page.wait_for_timeout(1500)
@@ -199,53 +355,63 @@ def test_image_route_serves_only_lake_images(served):
         assert err.value.code == 404
 
 
-def test_recompute_layout_runs_in_the_background_and_is_saved(served, page):
+def test_recompute_layout_runs_once_in_the_background_and_is_shown(served, page):
     open_explorer(page, served["url"], f"?run={served['run_id']}&classes=1,7")
     subset = shown_count(page)
     assert 0 < subset < 300
     before = set(maps.list_layouts(served["lake"]))
-    page.get_by_role("button", name="Recompute layout on filtered points").click()
+    pixels = map_pixels(page)
+    page.get_by_role("button", name="Recompute layout").dblclick()  # a double click runs one job
     page.wait_for_selector(".lens-recompute-status", timeout=10_000)
     page.wait_for_selector(".lens-recompute-done", timeout=240_000)
     new = set(maps.list_layouts(served["lake"])) - before
     assert len(new) == 1
     key = new.pop()
-    assert len(maps.load_points(served["lake"], key)) == subset
+    points = maps.load_points(served["lake"], key)
+    assert len(points) == subset
     deadline = time.monotonic() + 20
     while f"{subset} points" not in page.locator(".lens-model").inner_text() and time.monotonic() < deadline:
         page.wait_for_timeout(200)
     assert f"{subset} points" in page.locator(".lens-model").inner_text()  # the new layout is shown
+    name = page.locator("select").nth(3).locator("option:checked").inner_text()
+    assert f"{subset} points" in name and "subset: classes 1, 7" in name and key.params_hash not in name
+    after = wait_for_pixels_to_change(page, pixels)
+    shares = class_colour_shares(after, sorted(points.class_names))
+    assert shares[1] + shares[7] > 0.97  # the subset keeps the classes' colours
     assert page.problems == []
 
 
 def test_malformed_url_parameters_are_ignored_with_a_notice(served):
-    from dashboards.explorer import Explorer
-
-    explorer = Explorer(str(served["lake"]), {"run": "../../etc", "layer": "<b>x</b>", "sample": "1e9'",
-                                              "classes": "3,drop", "step": "-1"})
-    notices = explorer.notices.object
+    tab = MapTab(str(served["lake"]), {"run": "../../etc", "layer": "<b>x</b>", "sample": "1e9'",
+                                       "classes": "3,drop", "step": "-1"})
+    notices = tab.notices.object
     assert notices.count("lens-notice") == 4  # run, layer, sample, classes (step falls back silently)
     assert "&lt;b&gt;x&lt;/b&gt;" in notices and "<b>x</b>" not in notices
-    assert explorer.selected_id is None and explorer.classes.value == []
-    assert int(explorer.keep.sum()) == len(explorer.points)
+    assert tab.state.selected_id is None and tab.filters.classes.value == []
+    assert int(tab.state.keep.sum()) == len(tab.state.points)
 
 
-def test_box_selection_opens_a_gallery_and_exports(served):
+def test_box_selection_opens_a_gallery_outlines_it_and_exports(served):
     import io
 
     import pandas as pd
 
-    from dashboards.explorer import GALLERY_PAGE, Explorer
+    from dashboards.gallery import PAGE_SIZE
 
-    explorer = Explorer(str(served["lake"]), {"run": "hostile"})
-    xy = explorer.points.frame[["x", "y"]].to_numpy()
-    explorer._on_box(bounds=(xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max()))
-    selected = len(explorer.region_rows)
-    assert 0 < selected < len(explorer.points)
-    assert f">{selected:,}<" in explorer.gallery_info.object
-    assert explorer.gallery.object.count("class='lens-thumb'") == min(selected, GALLERY_PAGE)
-    assert "&lt;script&gt;" in explorer.gallery_info.object + explorer.gallery.object
-    exported = pd.read_csv(io.BytesIO(explorer._region_export("csv").getvalue()), keep_default_na=False)
+    tab = MapTab(str(served["lake"]), {"run": "hostile"})
+    xy = tab.state.points.frame[["x", "y"]].to_numpy()
+    box = (xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max())
+    tab.map._box(bounds=box)
+    inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
+    selected = len(tab.state.region_rows)
+    assert selected == int(inside.sum()) and 0 < selected < len(xy)
+    assert f">{selected:,}<" in tab.gallery.info.object
+    assert [c["sample"] for c in tab.gallery.thumbs.items] == list(
+        tab.state.points.frame["sample_id"].to_numpy()[np.flatnonzero(inside)][:PAGE_SIZE])
+    assert "&lt;script&gt;" in tab.gallery.info.object
+    outline = tab.map.outline.data[0]  # the region stays outlined on the map
+    assert outline[:, 0].min() == box[0] and outline[:, 0].max() == box[2]
+    exported = pd.read_csv(io.BytesIO(tab.gallery.export("csv").getvalue()), keep_default_na=False)
     assert len(exported) == selected and set(exported["prompt"]) <= set(HOSTILE_PROMPTS)
 
 
@@ -280,12 +446,12 @@ def test_the_page_renders_for_a_notebook_with_inline_images(served):
     try:
         page_ = notebook(str(served["lake"]))
         assert isinstance(page_.view().get_root(), Model)  # what Jupyter's display renders
-        explorer = page_.explorer
-        explorer.select_sample(int(explorer.points.frame["sample_id"].iat[3]))
-        explorer._collect(explorer.neighbour_ids)
-        selected = explorer.selection()
-        assert sorted(selected["sample_id"]) == sorted(explorer.neighbour_ids)
-        source = explorer.neighbour_view.object.split("src='", 1)[1].split("'", 1)[0]
+        tab = page_.explorer
+        tab.select_sample(int(tab.state.points.frame["sample_id"].iat[3]))
+        tab.inspector.collect(tab.state.neighbour_ids)
+        selected = tab.selection()
+        assert sorted(selected["sample_id"]) == sorted(tab.state.neighbour_ids)
+        source = tab.inspector.neighbours.items[0]["src"]
         assert source.startswith("data:image/")  # no image route in a notebook
         assert base64.b64decode(source.split(",", 1)[1])[:4] in (b"\x89PNG", b"RIFF")
     finally:
@@ -293,35 +459,36 @@ def test_the_page_renders_for_a_notebook_with_inline_images(served):
 
 
 def test_trajectories_follow_the_selection_and_are_thinned(paired_lake, monkeypatch):
-    import dashboards.explorer as explorer_module
-    from dashboards.explorer import Explorer
+    import dashboards.trajectories as trajectories_module
 
     lake = str(paired_lake["lake"])
-    teacher = Explorer(lake, {"run": paired_lake["teacher"]})
+    teacher = MapTab(lake, {"run": paired_lake["teacher"]})
     teacher.select_sample(5)
-    teacher.show_paths.value = True
-    assert "data-kind='steps'" in teacher.paths_info.object and "step 0 → step 7" in teacher.paths_info.object
-    assert len(teacher.paths.data) == 1 and teacher.paths.data[0].shape == (2, 2)
-    monkeypatch.setattr(explorer_module, "MAX_PATHS", 50)
-    xy = teacher.points.frame[["x", "y"]].to_numpy()
-    teacher._on_box(bounds=(xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()))
-    assert len(teacher.paths.data) == 50 and "a random 50 of 300" in teacher.paths_info.object
-    student = Explorer(lake, {"run": paired_lake["student"]})
+    teacher.trajectories.toggle.value = True
+    info, paths = teacher.trajectories.info, teacher.map.paths
+    assert "data-kind='steps'" in info.object and "step 0 → step 7" in info.object
+    assert len(paths.data) == 1 and paths.data[0].shape == (2, 2)
+    monkeypatch.setattr(trajectories_module, "MAX_PATHS", 50)
+    xy = teacher.state.points.frame[["x", "y"]].to_numpy()
+    teacher.map._box(bounds=(xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()))
+    assert len(paths.data) == 50 and "a random 50 of 300" in info.object
+    student = MapTab(lake, {"run": paired_lake["student"], "layer": "enc.8x8_block0"})
     student.select_sample(5)
-    student.show_paths.value = True
-    assert "data-kind='layers'" in student.paths_info.object and student.paths.data[0].shape == (3, 2)
-    student.show_paths.value = False
-    assert student.paths.data == []
+    student.trajectories.toggle.value = True
+    assert "data-kind='layers'" in student.trajectories.info.object and student.map.paths.data[0].shape == (3, 2)
+    student.trajectories.toggle.value = False
+    assert student.map.paths.data == []
 
 
 PATHS_JS = """
 () => {
+  const lengths = [];  // every drawn path's length (the region outline is empty here)
   for (const doc of Bokeh.documents) {
     for (const m of doc.all_models) {
-      if (m.type === 'GlyphRenderer' && m.glyph.type === 'MultiLine') return m.data_source.data.xs.map(p => p.length);
+      if (m.type === 'GlyphRenderer' && m.glyph.type === 'MultiLine') lengths.push(...m.data_source.data.xs.map(p => p.length));
     }
   }
-  return null;
+  return lengths;
 }
 """
 
@@ -335,4 +502,89 @@ def test_trajectories_are_drawn_in_the_browser(served, page):
     while page.evaluate(PATHS_JS) != [3] and time.monotonic() < deadline:  # one path through the 3 layers
         page.wait_for_timeout(200)
     assert page.evaluate(PATHS_JS) == [3]
+    assert page.problems == []
+
+
+def test_hover_shows_a_card_at_the_cursor_that_leaves_with_it(served, page):
+    key = best_separated_layout(served["lake"], served["run_id"])
+    open_explorer(page, served["url"], f"?run={served['run_id']}&layer={key.layer}")
+    page.wait_for_timeout(500)
+    points = maps.points_for(served["lake"], key)
+    row = isolated_point(points, np.random.default_rng(3))
+    g = plot_geometries(page)[0]
+    px, py = data_to_pixel(page, float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row]))
+    tooltip = page.locator(".lens-tooltip >> visible=true")
+    for _ in range(20):  # the card shows once the server has drawn the hovered point under the cursor
+        page.mouse.move(g["left"] + px + 1, g["top"] + py)
+        page.wait_for_timeout(300)
+        page.mouse.move(g["left"] + px, g["top"] + py)
+        page.wait_for_timeout(200)
+        if tooltip.count():
+            break
+    assert tooltip.count() == 1
+    sample = int(points.frame["sample_id"].iat[row])
+    assert f"sample {sample}" in tooltip.first.inner_text()
+    assert str(points.frame["label"].iat[row]) in tooltip.first.inner_text()
+    box = tooltip.first.bounding_box()  # next to the cursor
+    assert abs(box["x"] - (g["left"] + px)) < 200 and abs(box["y"] - (g["top"] + py)) < 200
+    page.mouse.move(5, 5)  # off the map: the card goes
+    page.wait_for_timeout(500)
+    assert tooltip.count() == 0
+    assert page.problems == []
+
+
+def test_the_address_bar_shares_the_view(served, page, browser):
+    key = default_key(served)
+    points = maps.points_for(served["lake"], key)
+    sample = int(points.frame["sample_id"].to_numpy()[points.frame["class_id"] == 5][0])
+    open_explorer(page, served["url"], f"?run={served['run_id']}&sample={sample}")
+    wait_for_selected(page, sample)
+    choose_class(page, "5")
+    wait_for_url(page, "classes=5")
+    wait_for_url(page, f"sample={sample}")
+    shared = page.url
+    assert "classes=5" in shared and f"sample={sample}" in shared and f"layout={key.params_hash}" in shared
+    with checked_page(browser, served["server"]) as other:
+        open_explorer(other, served["url"], shared[shared.index("?"):])
+        wait_for_selected(other, sample)
+        assert shown_count(other) == int((points.frame["class_id"] == 5).sum())
+        shares = class_colour_shares(map_pixels(other), sorted(points.class_names))
+        # class 5's points, plus the orange neighbour rings of the selected sample
+        assert shares[5] > 0.5 and shares[5] == max(shares.values())
+        assert other.problems == []
+
+
+def test_k_slider_and_2d_neighbours(served, page):
+    from scipy.spatial import cKDTree
+
+    open_explorer(page, served["url"], f"?run={served['run_id']}&sample=7")
+    wait_for_selected(page, 7)
+    page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(5):
+        handle.press("ArrowRight")
+    deadline = time.monotonic() + 10
+    while len(neighbour_ids_on_page(page)) != 15 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    key = default_key(served)
+    graph = build_graph(served["lake"], served["run_id"], key.layer, key.pooling)
+    assert neighbour_ids_on_page(page) == [int(i) for i in graph.of(7, 15)[0]]
+    deadline = time.monotonic() + 10
+    while page.evaluate(MARKER_ROLES_JS)[0].count("neighbour") != 15 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert page.evaluate(MARKER_ROLES_JS)[0].count("neighbour") == 15  # every neighbour ringed on the map
+    page.get_by_role("button", name="2-D map").click()
+    page.wait_for_selector(".lens-overlap", timeout=10_000)
+    points = maps.points_for(served["lake"], key)
+    xy = points.frame[["x", "y"]].to_numpy()
+    row = int(points.rows_of([7])[0])
+    _, rows = cKDTree(xy).query(xy[row], k=16)
+    expected = [int(points.frame["sample_id"].iat[r]) for r in rows if r != row][:15]
+    deadline = time.monotonic() + 10
+    while neighbour_ids_on_page(page) != expected and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert neighbour_ids_on_page(page) == expected
+    overlap = len(set(expected) & set(int(i) for i in graph.of(7, 15)[0]))
+    assert page.locator(".lens-overlap").inner_text() == f"{overlap} of 15"
     assert page.problems == []

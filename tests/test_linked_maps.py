@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from dashboards.browser import ALL_PLOTS_JS, MARKER_ROLES_JS
+from dashboards.browser import ALL_PLOTS_JS, MARKER_ROLES_JS, coloured_fraction, map_pixels
 from dashboards.linked_maps import LinkedMaps, SideBySide, default_layouts
 from store import connect, maps
 from store.neighbours import build_graph
@@ -37,7 +37,7 @@ def test_filters_groups_and_selection_are_shared(paired_lake):
     linked = LinkedMaps(lake, connect(lake))
     keys = student_keys(lake, paired_lake["student"])
     linked.show(keys)
-    assert len(linked.panels) == 3 and linked.grid.ncols == 3
+    assert len(linked.panels) == 3 and linked.grid.ncols == 2
     linked.classes.value = [3]
     counts = {int(p.keep.sum()) for p in linked.panels}
     assert counts == {int((linked.panels[0].points.frame["class_id"] == 3).sum())}
@@ -45,13 +45,14 @@ def test_filters_groups_and_selection_are_shared(paired_lake):
 
     first = linked.panels[0]
     xy = first.points.frame[["x", "y"]].to_numpy()
-    first.on_box(bounds=(xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max()))
-    group = set(first.points.frame["sample_id"].to_numpy()[first.points.in_box(
-        xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max())])
+    box = (xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max())
+    first.map._box(bounds=box)
+    inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
+    group = set(first.points.frame["sample_id"].to_numpy()[inside])
     assert set(linked.group_ids) == group and 0 < len(group) < len(xy)
     assert f">{len(group):,}<" in linked.group_info.object
     for panel in linked.panels:  # the group in colour, the rest in grey, in every panel
-        image = panel.render()
+        image = panel.map.render()
         pixels = np.stack([image.dimension_values(d) for d in ("R", "G", "B")], -1).astype(float)
         pixels = np.round(pixels * 255 if pixels.max() <= 1 else pixels).astype(int)
         grey = (pixels == [0xd0, 0xd0, 0xd0]).all(1).sum()
@@ -59,13 +60,15 @@ def test_filters_groups_and_selection_are_shared(paired_lake):
         assert grey > 0 and coloured > 0, panel.title
 
     sample = int(first.points.frame["sample_id"].iat[5])
-    first.on_tap(x=float(xy[5, 0]), y=float(xy[5, 1]))
+    first.map._tap(x=float(xy[5, 0]), y=float(xy[5, 1]))
     assert linked.selected_id == sample
-    html = linked.selection.object
-    for panel in linked.panels:
+    html = "".join(getattr(part, "object", "") or "" for part in linked.selection.objects)
+    strips = [part for part in linked.selection.objects if hasattr(part, "items")]
+    for panel, strip in zip(linked.panels, strips):
         expected = [int(i) for i in build_graph(lake, panel.points.key.run_id, panel.points.key.layer,
                                                 panel.points.key.pooling).of(sample, 10)[0]]
         assert panel.neighbour_ids == expected
+        assert [c["sample"] for c in strip.items] == expected
         assert f"data-panel='{panel.index}'" in html
     assert html.count("lens-kept") == 2  # the second and third panels say how many neighbours they keep
 
@@ -78,9 +81,18 @@ def test_panels_are_aligned_onto_the_first(paired_lake):
     side.run.value = paired_lake["teacher"]
     side.run.value = paired_lake["student"]
     assert [p.points.key for p in side.linked.panels] == keys
-    shown = side.linked.panels[-1].points.frame[["x", "y"]].to_numpy()
-    reference = raw[0].frame[["x", "y"]].to_numpy()
-    assert np.linalg.norm(shown - reference) <= np.linalg.norm(raw[-1].frame[["x", "y"]].to_numpy() - reference)
+    shown = side.linked.panels[-1].points.frame[["x", "y"]].to_numpy().astype(np.float64)
+    # recomputed independently: scipy's orthogonal Procrustes (rotation or reflection) plus the least-squares scale
+    from scipy.linalg import orthogonal_procrustes
+
+    reference = raw[0].frame[["x", "y"]].to_numpy(np.float64)
+    moving = raw[-1].frame[["x", "y"]].to_numpy(np.float64)
+    assert np.array_equal(raw[0].frame["sample_id"].to_numpy(), raw[-1].frame["sample_id"].to_numpy())
+    ref_c, mov_c = reference - reference.mean(0), moving - moving.mean(0)
+    rotation, singular_sum = orthogonal_procrustes(mov_c, ref_c)
+    expected = mov_c @ rotation * (singular_sum / (mov_c ** 2).sum()) + reference.mean(0)
+    assert np.allclose(shown, expected, atol=1e-3)
+    assert np.linalg.norm(shown - reference) < np.linalg.norm(moving - reference)
     side.align.value = False
     assert np.array_equal(side.linked.panels[-1].points.frame["x"].to_numpy(), raw[-1].frame["x"].to_numpy())
 
@@ -127,3 +139,32 @@ def test_click_in_one_panel_selects_the_sample_in_every_panel(paired_server, pai
     page.wait_for_timeout(800)
     assert images_loaded(page, ".lens-linked-selection .lens-thumb img")
     assert page.problems == []
+
+
+@pytest.mark.browser
+def test_a_box_in_one_panel_highlights_the_group_in_the_others(paired_server, paired_page):
+    page, run_id = paired_page, paired_server["student"]
+    page.goto(f"{paired_server['url']}/explorer?tab=side&run={run_id}")
+    plots = wait_for_plots(page, 3)
+    page.wait_for_timeout(1000)
+    before = [map_pixels(page, i) for i in range(3)]
+    assert all(grey_share(p) < 0.001 for p in before)
+    page.locator(".lens-panel").first.locator("[title='Box Select']").first.click()
+    g = plots[0]
+    page.mouse.move(g["left"] + 2, g["top"] + 2)
+    page.mouse.down()
+    page.mouse.move(g["left"] + g["width"] * 0.5, g["top"] + g["height"] - 2, steps=8)
+    page.mouse.up()
+    page.wait_for_selector(".lens-group-count", timeout=20_000)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(grey_share(map_pixels(page, i)) > 0.001 for i in (1, 2)):
+        page.wait_for_timeout(200)
+    for i in (1, 2):  # highlighted group in colour over grey, in the other panels too
+        pixels = map_pixels(page, i)
+        assert grey_share(pixels) > 0.001 and coloured_fraction(pixels) > grey_share(pixels) * 0.05
+    assert page.problems == []
+
+
+def grey_share(pixels) -> float:
+    """The share of a map's pixels in the background grey of points outside a highlighted group."""
+    return float((np.abs(pixels.astype(int) - 0xd0).max(2) <= 6).mean())

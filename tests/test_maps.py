@@ -47,7 +47,7 @@ def test_points_match_the_sql_view(lake):
     assert points.frame["sample_id"].tolist() == [r[0] for r in rows]
     assert np.allclose(points.frame["x"], [r[1] for r in rows])
     assert points.frame["class_id"].tolist() == [r[2] for r in rows]
-    assert points.frame["label"].astype(str).tolist() == [f"{r[2]}: {r[3]}" for r in rows]
+    assert points.frame["label"].astype(str).tolist() == [str(r[2]) if r[3] == str(r[2]) else f"{r[2]}: {r[3]}" for r in rows]
     assert points.model == "digits-dmd2"
     assert sorted(points.class_names) == list(range(10))
 
@@ -184,7 +184,8 @@ def test_sample_rows_keep_the_order_asked(lake):
     assert rows["sample_id"].tolist() == [7, 2, 5]
     assert set(rows["label"]) <= set(PROMPTS)
     digits = maps.sample_rows(con, lake["run_id"], [3])
-    assert digits["label"].iat[0] == f"{digits['class_id'].iat[0]}: {digits['class_name'].iat[0]}"
+    cid, name = digits["class_id"].iat[0], digits["class_name"].iat[0]
+    assert digits["label"].iat[0] == (str(cid) if name == str(cid) else f"{cid}: {name}")
 
 
 def test_trajectories_run_across_steps_or_layers(paired_lake):
@@ -208,3 +209,43 @@ def test_trajectories_run_across_steps_or_layers(paired_lake):
     first = maps.aligned_onto(reference, maps.points_for(lake, keys[0]))
     assert np.allclose(paths[:, 0], first.frame[["x", "y"]].to_numpy()[first.rows_of(ids)])
     assert np.isnan(maps.trajectories(lake, reference, keys, np.array([10**9]))).all()
+
+
+def test_labels_read_well():
+    assert maps.sample_label(3, "3", None) == "3"  # a class named by its id shows once
+    assert maps.sample_label(417, "balloon (n02782093)", None) == "417: balloon (n02782093)"
+    assert maps.sample_label(None, None, "a photo: of a cat") == "a photo: of a cat"
+
+
+def test_layout_names_default_layout_and_fixed_class_colours(embedded_lake, tmp_path):
+    import shutil
+    import time
+
+    from store.embed import embed_subset
+
+    lake = tmp_path / "lake"
+    shutil.copytree(embedded_lake["lake"], lake)
+    run_id = embedded_lake["run_id"]
+    full = maps.newest_full_layout(lake, [k for k in maps.list_layouts(lake) if k.run_id == run_id])
+    points = maps.points_for(lake, full)
+    info = maps.layout_info(lake, full)
+    assert not info.subset and f"{len(points)} points · full" in info.name and full.params_hash not in info.name
+    assert "n_neighbors 15, min_dist 0.1, seed 0" in info.name
+    ids = points.frame["sample_id"].to_numpy()[np.isin(points.frame["class_id"], [1, 7])]
+    time.sleep(0.01)
+    subset = embed_subset(lake, full, ids, description="classes 1, 7")
+    same_layer = [k for k in maps.list_layouts(lake) if (k.run_id, k.layer) == (run_id, full.layer)]
+    assert maps.newest_full_layout(lake, same_layer) == full  # never the newer subset
+    sub_info = maps.layout_info(lake, subset)
+    assert sub_info.subset and f"{len(ids)} points · subset: classes 1, 7" in sub_info.name
+    sub_points = maps.load_points(lake, subset)
+    # a class keeps its palette colour in the subset (the colour code is the class id)
+    for cid in (1, 7):
+        full_code = points.colour_codes("label")[list(points.frame["label"].cat.categories).index(
+            maps.sample_label(cid, points.class_names[cid], None))]
+        sub_code = sub_points.colour_codes("label")[list(sub_points.frame["label"].cat.categories).index(
+            maps.sample_label(cid, sub_points.class_names[cid], None))]
+        assert full_code == sub_code == cid
+    assert sub_points.class_names == points.class_names  # every class of the run, not only the subset's
+    assert points.class_of_label("7") == 7 and points.class_of_label("7: 7") == 7
+    assert points.class_of_label("77") is None and points.class_of_label("a photo") is None
