@@ -106,3 +106,22 @@ def coloured_fraction(pixels) -> float:
     import numpy as np
 
     return float((np.abs(pixels.astype(int) - 255).sum(2) > 60).mean())
+
+# For each visible plot with a raster (same order as ALL_PLOTS_JS): [plot x0, x1, raster x0, x1]. A map whose
+# raster does not span its view is drawn stretched (or leaves a band empty).
+RASTER_SPANS_JS = """
+() => {
+  const plots = (ALL_PLOTS)();
+  const model = (id) => { for (const d of Bokeh.documents) { const m = d.get_model_by_id(id); if (m) return m; } };
+  const out = [];
+  for (const p of plots) {
+    for (const r of model(p.id).renderers) {
+      if (r.glyph && r.glyph.type === 'ImageRGBA') {
+        const d = r.data_source.data;
+        out.push([p.x0, p.x1, d.x[0], d.x[0] + d.dw[0]]);
+      }
+    }
+  }
+  return out;
+}
+""".replace("(ALL_PLOTS)", "(" + ALL_PLOTS_JS.strip() + ")")

@@ -176,10 +176,19 @@ class ComparisonView:
                             f"in {esc(self.layer)}</div>")
         self.linked.select(sample)
 
-    def view(self) -> pn.viewable.Viewable:
+    def controls(self) -> list:
+        """What goes in the page's sidebar while this tab is open."""
         linked = self.linked
-        left = pn.Column(html_pane(HELP), "### By layer", self.chart, "### Per layer (click one)", self.layers,
-                         self.status, "### Most changed in this layer (click one)", self.changed, self.pair, width=460)
-        return pn.Column(self.choice, pn.Row(
-            left, pn.Column(pn.Row(linked.classes, linked.prompt), linked.grid, linked.group_info,
-                            linked.clear_group, "### Selected", linked.selection)))
+        return [html_pane(HELP), linked.classes, linked.prompt, "### Group", linked.group_info, linked.clear_group]
+
+    def main(self) -> pn.viewable.Viewable:
+        # figures and lists above, both runs' maps below: the maps keep their size at any window width
+        figures = pn.Column("### By layer", self.chart, "### Per layer (click one)", self.layers, self.status,
+                            width=460)
+        changed = pn.Column("### Most changed in this layer (click one)", self.changed, self.pair, width=460)
+        return pn.Column(self.choice, pn.Row(figures, changed), self.linked.grid, "### Selected",
+                         self.linked.selection, sizing_mode="stretch_width")
+
+    def view(self) -> pn.viewable.Viewable:
+        """The tab on its own (controls beside it), e.g. in a notebook."""
+        return pn.Row(pn.Column(*self.controls(), width=300), self.main())

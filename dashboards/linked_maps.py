@@ -36,9 +36,15 @@ class MapPanel:
         self.neighbour_ids: list[int] = []
         self.map = MapView(PANEL_WIDTH, PANEL_HEIGHT, on_pick=owner.select, on_hover=owner.hover,
                            on_region=lambda rows: owner.set_group(self, rows))
-        self.map.show(points)
-        self.caption = html_pane(f"<div class='lens-panel-title'><b>{esc(title)}</b></div>", width=PANEL_WIDTH)
+        self.caption = html_pane("", width=PANEL_WIDTH)
         self.view = pn.Column(self.caption, self.map.pane, css_classes=["lens-panel"])
+        self.show(points, title)
+
+    def show(self, points: maps.MapPoints, title: str) -> None:
+        """Another layout in this panel (the map is kept, so the page redraws it in place)."""
+        self.points, self.title, self.neighbour_ids = points, title, []
+        self.caption.object = f"<div class='lens-panel-title'><b>{esc(title)}</b></div>"
+        self.map.show(points)
 
     @property
     def keep(self) -> np.ndarray:
@@ -84,7 +90,11 @@ class LinkedMaps:
         loaded = [maps.points_for(self.lake, key) for key in keys]
         if align and loaded:
             loaded = [loaded[0]] + [maps.aligned_onto(loaded[0], p) for p in loaded[1:]]
-        self.panels = [MapPanel(self, i, points, title) for i, (points, title) in enumerate(zip(loaded, titles))]
+        if len(self.panels) == len(loaded):  # the same grid: each panel shows its new layout
+            for panel, points, title in zip(self.panels, loaded, titles):
+                panel.show(points, title)
+        else:
+            self.panels = [MapPanel(self, i, points, title) for i, (points, title) in enumerate(zip(loaded, titles))]
         class_names = {}
         for points in loaded:
             class_names.update(points.class_names)

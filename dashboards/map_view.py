@@ -43,7 +43,7 @@ class MapView:
     def __init__(self, width: int = MAP_WIDTH, height: int = MAP_HEIGHT, responsive: bool = False,
                  on_pick: Callable[[int], None] | None = None, on_hover: Callable[[int | None], None] | None = None,
                  on_region: Callable[[np.ndarray], None] | None = None) -> None:
-        self.width, self.height = width, height
+        self.width, self.height, self.responsive = width, height, responsive
         self.on_pick, self.on_hover, self.on_region = on_pick, on_hover, on_region
         self.points: MapPoints | None = None
         self.keep: np.ndarray | None = None
@@ -72,7 +72,9 @@ class MapView:
                    * hv.DynamicMap(draw_hovered, streams=[self.hovered]))
         sizing = {"sizing_mode": "stretch_width", "min_height": height} if responsive else {
             "sizing_mode": "fixed", "width": width, "height": height}
-        self.pane = pn.pane.HoloViews(overlay, css_classes=["lens-map"], **sizing)
+        # unlinked: Panel would otherwise share x/y ranges between every map on the page, so one map's fit
+        # would set another's range without its raster following
+        self.pane = pn.pane.HoloViews(overlay, css_classes=["lens-map"], linked_axes=False, **sizing)
 
     # --- what is drawn -------------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class MapView:
         if self.points is None:
             return hv.RGB(np.zeros((2, 2, 4), dtype=np.uint8), bounds=(0, 0, 1, 1), vdims=list("RGBA"))
         x_range, y_range = self.view_range or home_range(self.points.extent)
-        width, height = max(int(width or self.width), 1), max(int(height or self.height), 1)
+        width, height = self.raster_size(width, height)
         frame = self.points.frame
         shown = frame if self.keep.all() else frame[self.keep]
         highlight = None
@@ -154,6 +156,14 @@ class MapView:
         rgba = shade(shown, self.colour, x_range, y_range, codes, (0.0, 1.0), width, height, highlight)
         return hv.RGB(rgba, bounds=(x_range[0], y_range[0], x_range[1], y_range[1]), kdims=["x", "y"],
                       vdims=list("RGBA"))
+
+    def raster_size(self, width, height) -> tuple[int, int]:
+        """Pixels to rasterize at: a fixed map's own size; a responsive one's reported size, never less than
+        half its minimum (a plot built in a hidden or squeezed container first reports a tiny size, and a
+        raster drawn that small would be shown blown up)."""
+        if not self.responsive or not width or not height:
+            return self.width, self.height
+        return max(int(width), self.width // 2), max(int(height), self.height // 2)
 
     # --- picking -------------------------------------------------------------------------------------
 

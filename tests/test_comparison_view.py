@@ -10,7 +10,7 @@ import holoviews as hv
 import numpy as np
 import pytest
 
-from dashboards.browser import ALL_PLOTS_JS
+from dashboards.browser import ALL_PLOTS_JS, RASTER_SPANS_JS
 from dashboards.comparison_view import ComparisonView, chance_jaccard, describe_comparison
 from store import connect, maps
 from tests.conftest import DIGITS_LAYERS, REPO, images_loaded
@@ -124,6 +124,12 @@ def test_a_missing_layout_is_named_with_the_command_that_makes_it(paired_lake):
 
 
 @pytest.mark.browser
+def rasters_span_their_views(page) -> bool:
+    spans = page.evaluate(RASTER_SPANS_JS)
+    return bool(spans) and all(abs(r0 - x0) <= 0.01 * (x1 - x0) and abs(r1 - x1) <= 0.01 * (x1 - x0)
+                               for x0, x1, r0, r1 in spans)
+
+
 def test_compare_tab_in_the_browser(paired_server, paired_page):
     page = paired_page
     page.goto(f"{paired_server['url']}/explorer?tab=compare")
@@ -145,6 +151,11 @@ def test_compare_tab_in_the_browser(paired_server, paired_page):
     while len(maps()) != 2 and time.monotonic() < deadline:
         page.wait_for_timeout(250)
     assert len(maps()) == 2  # student and teacher maps of the clicked layer
+    deadline = time.monotonic() + 10  # each map's raster spans its own view (no map takes another's range)
+    while not rasters_span_their_views(page) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    spans = page.evaluate(RASTER_SPANS_JS)
+    assert len(spans) == 2 and rasters_span_their_views(page), spans
     assert len(page.evaluate(ALL_PLOTS_JS)) == 3  # and the chart
     assert page.locator(".lens-compare-chart canvas").count() >= 1
     sample = connect(paired_server["lake"]).sql(
