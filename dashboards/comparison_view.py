@@ -19,7 +19,8 @@ import panel as pn
 
 from dashboards.linked_maps import LinkedMaps
 from dashboards.render import esc, html_pane, image_url
-from store import maps
+from store import catalogue, maps
+from store.lake import LayoutKey
 from store.compare import comparison_table, stored_comparisons
 
 HELP = """<div class='lens-help'>
@@ -87,7 +88,7 @@ def layer_chart(table: pd.DataFrame, k: int) -> hv.Overlay:
 
 
 class ComparisonView:
-    def __init__(self, lake: str, con, layouts: list[maps.LayoutKey]) -> None:
+    def __init__(self, lake: str, con, layouts: list[LayoutKey]) -> None:
         self.lake, self.con, self.layouts = lake, con, layouts
         self.comparisons = stored_comparisons(con)
         options = {describe_comparison(c): i for i, c in enumerate(self.comparisons)}
@@ -128,9 +129,9 @@ class ComparisonView:
         if len(self.table):
             self.show_layer(0)
 
-    def layout_of(self, run_id: str, layer: str, step: int, pooling: str) -> maps.LayoutKey | None:
+    def layout_of(self, run_id: str, layer: str, step: int, pooling: str) -> LayoutKey | None:
         keys = [k for k in self.layouts if (k.run_id, k.layer, k.step, k.pooling) == (run_id, layer, step, pooling)]
-        full = maps.full_layouts(self.lake, keys)
+        full = catalogue.full_layouts(self.lake, keys)
         return (full or keys or [None])[0]
 
     def show_layer(self, row: int) -> None:

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import panel as pn
 
-from dashboards.render import MARKER_COLOURS, category_colour, colour_bar, esc, html_pane, marker_key
+from dashboards.render import category_colour, colour_bar, esc, html_pane, marker_key
 from store import maps
 
 COLOUR_CHOICES = {"class / prompt": "label", "tag": "tags", "density": "density",
@@ -26,7 +26,7 @@ class FilterPanel:
         self.tag = pn.widgets.TextInput(label="Tag contains", placeholder="any tag", sizing_mode="stretch_width")
         self.colour = pn.widgets.Select(label="Colour by", options=COLOUR_CHOICES, value="label",
                                         sizing_mode="stretch_width")
-        self.fit = pn.widgets.Button(label="Fit view to the shown points", button_type="default",
+        self.fit = pn.widgets.Button(label="Fit view to the shown points", color="default",
                                      css_classes=["lens-fit"])
         self.count = html_pane("", css_classes=["lens-count"])
         self.legend = html_pane("", css_classes=["lens-legend"], max_height=300, styles={"overflow-y": "auto"},

@@ -25,10 +25,10 @@ class Gallery:
                              else on_collect([sample]), actions=["collect"], css_classes=["lens-gallery"],
                              sizing_mode="stretch_width")
         self.export_csv = pn.widgets.FileDownload(callback=lambda: self.export("csv"), filename="selection.csv",
-                                                  label="Export selection (CSV)", button_type="light")
+                                                  label="Export selection (CSV)", color="light")
         self.export_parquet = pn.widgets.FileDownload(callback=lambda: self.export("parquet"),
                                                       filename="selection.parquet", label="Export selection (Parquet)",
-                                                      button_type="light")
+                                                      color="light")
         self.page.param.watch(lambda e: self.show(), "value")
 
     def show(self) -> None:

@@ -36,7 +36,7 @@ class Inspector:
         self.collected = Thumbs(on_action=self._thumb_action, actions=["remove"], css_classes=["lens-collected"],
                                 sizing_mode="stretch_width")
         self.collected_csv = pn.widgets.FileDownload(callback=self._collected_export, filename="collected.csv",
-                                                     label="Export collected (CSV)", button_type="light")
+                                                     label="Export collected (CSV)", color="light")
         self.selection_name = pn.widgets.TextInput(label="Save selection as", placeholder="name, e.g. odd-sevens",
                                                    sizing_mode="stretch_width")
         self.save = pn.widgets.Button(label="Save selection (collected + box/lasso)")

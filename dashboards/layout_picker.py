@@ -8,19 +8,20 @@ from typing import Callable
 
 import panel as pn
 
-from store import maps
+from store import catalogue
+from store.lake import LayoutKey
 
 
 class LayoutPicker:
-    def __init__(self, lake: str, con, on_change: Callable[[maps.LayoutKey], None],
+    def __init__(self, lake: str, con, on_change: Callable[[LayoutKey], None],
                  wanted: dict[str, str] | None = None) -> None:
         """`wanted`: URL values (run, layer, step, layout) to start from where they exist."""
         self.lake, self.con, self.on_change = lake, con, on_change
         self.wanted = dict(wanted or {})
-        self.layouts = maps.list_layouts(lake)
+        self.layouts = catalogue.list_layouts(lake)
         self.rejected: list[str] = []  # URL values that named nothing, for a notice
         runs = sorted({k.run_id for k in self.layouts})
-        models = maps.run_models(con)
+        models = catalogue.run_models(con)
         self.run = pn.widgets.Select(label="Run (model)", options={f"{r} ({models.get(r, '?')})": r for r in runs},
                                      sizing_mode="stretch_width")
         self.layer = pn.widgets.Select(label="Layer", sizing_mode="stretch_width")
@@ -35,7 +36,7 @@ class LayoutPicker:
         self.wanted = {}
 
     @property
-    def key(self) -> maps.LayoutKey | None:
+    def key(self) -> LayoutKey | None:
         return self.version.value
 
     def _wanted(self, name: str, valid: list, default):
@@ -47,16 +48,15 @@ class LayoutPicker:
             return default
         return value
 
-    def _keys(self, **fixed) -> list[maps.LayoutKey]:
+    def _keys(self, **fixed) -> list[LayoutKey]:
         return [k for k in self.layouts if all(getattr(k, f) == v for f, v in fixed.items())]
 
     def _refresh_layers(self) -> None:
-        order = maps.run_layers(self.con, self.run.value)
-        layers = sorted({k.layer for k in self._keys(run_id=self.run.value)},
-                        key=lambda layer: (order.index(layer) if layer in order else len(order), layer))
+        order = catalogue.run_layers(self.con, self.run.value)
+        layers = catalogue.in_capture_order({k.layer for k in self._keys(run_id=self.run.value)}, order)
         current = self.layer.value if self.layer.value in layers else None
         if current is None:
-            newest = maps.newest_full_layout(self.lake, self._keys(run_id=self.run.value))
+            newest = catalogue.newest_full_layout(self.lake, self._keys(run_id=self.run.value))
             current = self._wanted("layer", layers, newest.layer if newest else None)
         self.layer.param.update(options=layers, value=current)
         self._refresh_steps()
@@ -66,19 +66,19 @@ class LayoutPicker:
         labels = {str(s): s for s in sorted({k.step for k in keys})}
         value = self.step.value if self.step.value in labels.values() else None
         if value is None:
-            newest = maps.newest_full_layout(self.lake, keys)
+            newest = catalogue.newest_full_layout(self.lake, keys)
             value = labels.get(self.wanted.get("step", ""), newest.step if newest else None)
         self.step.param.update(options=labels, value=value)
         self._refresh_versions()
 
     def _refresh_versions(self) -> None:
         keys = self._keys(run_id=self.run.value, layer=self.layer.value, step=self.step.value)
-        infos = sorted((maps.layout_info(self.lake, k) for k in keys), key=lambda i: (i.subset, -i.created))
+        infos = sorted((catalogue.layout_info(self.lake, k) for k in keys), key=lambda i: (i.subset, -i.created))
         options = {f"{i.key.pooling} · {i.name}": i.key for i in infos}
         by_hash = {k.params_hash: k for k in keys}
         value = self.version.value if self.version.value in keys else None
         if value is None:
-            value = by_hash.get(self.wanted.get("layout", ""), maps.newest_full_layout(self.lake, keys))
+            value = by_hash.get(self.wanted.get("layout", ""), catalogue.newest_full_layout(self.lake, keys))
         self.version.param.update(options=options, value=value)
 
     def _changed(self) -> None:
@@ -87,10 +87,10 @@ class LayoutPicker:
 
     def refresh(self) -> None:
         """Re-read the lake's layouts (after a recompute saved one)."""
-        self.layouts = maps.list_layouts(self.lake)
+        self.layouts = catalogue.list_layouts(self.lake)
         self._refresh_versions()
 
-    def choose(self, run_id: str | None = None, layer: str | None = None, key: maps.LayoutKey | None = None) -> None:
+    def choose(self, run_id: str | None = None, layer: str | None = None, key: LayoutKey | None = None) -> None:
         """Switch to a run and/or layer (where laid out), or to one layout."""
         if key is not None:
             self.run.value, self.layer.value, self.step.value = key.run_id, key.layer, key.step

@@ -13,15 +13,14 @@ plan through two models). `SideBySide` is the explorer's tab for one run; the co
 
 from __future__ import annotations
 
-import holoviews as hv
 import numpy as np
-import pandas as pd
 import panel as pn
 
 from dashboards.map_view import MapView
 from dashboards.render import category_colour, esc, html_pane, image_url
 from dashboards.thumbs import Thumbs, card
-from store import maps
+from store import catalogue, maps
+from store.lake import LayoutKey
 
 PANEL_WIDTH, PANEL_HEIGHT = 400, 360
 MAX_PANELS = 4
@@ -82,7 +81,7 @@ class LinkedMaps:
 
     # --- panels -------------------------------------------------------------------------------------
 
-    def show(self, keys: list[maps.LayoutKey], titles: list[str] | None = None, align: bool = True) -> None:
+    def show(self, keys: list[LayoutKey], titles: list[str] | None = None, align: bool = True) -> None:
         """Lay out these layouts (at most four) side by side; with `align`, each is Procrustes-fitted onto
         the first over their shared samples."""
         keys = list(keys)[:MAX_PANELS]
@@ -98,7 +97,7 @@ class LinkedMaps:
         class_names = {}
         for points in loaded:
             class_names.update(points.class_names)
-        options = {maps.sample_label(i, name, None): i for i, name in sorted(class_names.items())}
+        options = {catalogue.sample_label(i, name, None): i for i, name in sorted(class_names.items())}
         self.classes.param.update(options=options, value=[v for v in self.classes.value if v in options.values()])
         self.grid.ncols = min(len(self.panels), 2)  # two a row: four panels still fit beside the sidebars
         self.grid.objects = [panel.view for panel in self.panels]
@@ -210,17 +209,16 @@ def neighbour_card(points: maps.MapPoints, sample_id: int, distance: float) -> d
     return card(points.key.run_id, chunk, int(sample_id), label, f"{distance:.3g}")
 
 
-def default_layouts(keys: list[maps.LayoutKey], layer_order: list[str]) -> list[maps.LayoutKey]:
+def default_layouts(keys: list[LayoutKey], layer_order: list[str]) -> list[LayoutKey]:
     """Up to four layouts of one run to start from: layers spread from input to output at the last step,
     or, for a run laid out at one layer only, its steps."""
     if not keys:
         return []
-    by_layer: dict[str, maps.LayoutKey] = {}
+    by_layer: dict[str, LayoutKey] = {}
     for key in sorted(keys, key=lambda k: (k.step, k.params_hash)):
         if key.layer not in by_layer or key.step >= by_layer[key.layer].step:
             by_layer[key.layer] = key
-    layers = sorted(by_layer, key=lambda layer: (layer_order.index(layer) if layer in layer_order
-                                                 else len(layer_order), layer))
+    layers = catalogue.in_capture_order(by_layer, layer_order)
     if len(layers) == 1:
         steps = sorted({k.step for k in keys if k.layer == layers[0]})
         chosen = [steps[round(i * (len(steps) - 1) / 3)] for i in range(4)] if len(steps) > 4 else steps
@@ -233,9 +231,9 @@ def default_layouts(keys: list[maps.LayoutKey], layer_order: list[str]) -> list[
 class SideBySide:
     """The explorer's "Side by side" tab: pick a run and two to four of its layouts."""
 
-    def __init__(self, lake: str, con, layouts: list[maps.LayoutKey]) -> None:
+    def __init__(self, lake: str, con, layouts: list[LayoutKey]) -> None:
         self.lake, self.con = lake, con
-        self.layouts = maps.full_layouts(lake, layouts)
+        self.layouts = catalogue.full_layouts(lake, layouts)
         runs = sorted({k.run_id for k in self.layouts})
         self.linked = LinkedMaps(lake, con)
         self.run = pn.widgets.Select(label="Run", options=runs, value=runs[0] if runs else None)
@@ -249,9 +247,10 @@ class SideBySide:
 
     def refresh_choices(self) -> None:
         keys = [k for k in self.layouts if k.run_id == self.run.value]
-        order = maps.run_layers(self.con, self.run.value) if self.run.value else []
-        keys.sort(key=lambda k: (order.index(k.layer) if k.layer in order else len(order), k.layer, k.step))
-        options = {f"{k.layer} · step {k.step} · {k.pooling} · {maps.layout_info(self.lake, k).name}": k for k in keys}
+        order = catalogue.run_layers(self.con, self.run.value) if self.run.value else []
+        depth = {layer: i for i, layer in enumerate(catalogue.in_capture_order({k.layer for k in keys}, order))}
+        keys.sort(key=lambda k: (depth[k.layer], k.step))
+        options = {f"{k.layer} · step {k.step} · {k.pooling} · {catalogue.layout_info(self.lake, k).name}": k for k in keys}
         self.choice.param.update(options=options, value=default_layouts(keys, order))
 
     def show(self) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from store import maps
+from store.lake import LayoutKey
 
 
 @dataclasses.dataclass
@@ -26,7 +27,7 @@ class MapState:
     generated_positions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame({"x": [], "y": []}))
 
     @property
-    def key(self) -> maps.LayoutKey:
+    def key(self) -> LayoutKey:
         return self.points.key
 
     def present_rows(self, sample_ids: list[int]) -> np.ndarray:

@@ -25,6 +25,7 @@ from dashboards.recompute_panel import RecomputePanel
 from dashboards.render import esc, html_pane
 from dashboards.trajectories import TrajectoryPanel
 from store import connect, maps
+from store.lake import LayoutKey
 
 
 class MapTab:
@@ -102,7 +103,7 @@ class MapTab:
 
     # --- what the map shows --------------------------------------------------------------------------
 
-    def load_layout(self, key: maps.LayoutKey | None) -> None:
+    def load_layout(self, key: LayoutKey | None) -> None:
         state = self.state
         if key is None or (state.points is not None and state.points.key == key):
             return
@@ -177,7 +178,7 @@ class MapTab:
         self.state.generated_positions = positions
         self.update_markers()
 
-    def show_new_layout(self, key: maps.LayoutKey) -> None:
+    def show_new_layout(self, key: LayoutKey) -> None:
         self.picker.refresh()
         self.picker.choose(key=key)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Callable
 
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options the map sets, also outside a page)
 import numpy as np
 import pandas as pd
 import panel as pn

@@ -13,7 +13,7 @@ import panel as pn
 
 from dashboards.map_state import MapState
 from dashboards.render import esc, html_pane
-from store import maps
+from store.lake import LayoutKey
 from store.embed import embed_subset
 from store.layouts import LayoutParams
 
@@ -23,13 +23,13 @@ SOURCES = {"filtered points": "filtered", "hand-picked (collected + box/lasso)":
 
 class RecomputePanel:
     def __init__(self, state: MapState, describe_filter: Callable[[], str],
-                 run_later: Callable[[Callable[[], None]], None], on_done: Callable[[maps.LayoutKey], None]) -> None:
+                 run_later: Callable[[Callable[[], None]], None], on_done: Callable[[LayoutKey], None]) -> None:
         self.state, self.describe_filter, self.run_later, self.on_done = state, describe_filter, run_later, on_done
         self.source = pn.widgets.RadioButtonGroup(options=SOURCES, value="filtered")
         self.n_neighbors = pn.widgets.IntInput(label="n_neighbors", value=15, start=2, end=200, width=90)
         self.min_dist = pn.widgets.FloatInput(label="min_dist", value=0.1, start=0.0, end=1.0, step=0.05, width=90)
         self.seed = pn.widgets.IntInput(label="seed", value=0, start=0, end=2**31 - 1, width=90)
-        self.button = pn.widgets.Button(label="Recompute layout", button_type="primary")
+        self.button = pn.widgets.Button(label="Recompute layout", color="primary")
         # disabled in the browser at once, so a double click sends one request
         self.button.js_on_click(code="cb_obj.origin.disabled = true;")
         self.progress = pn.indicators.Progress(active=False, visible=False, width=240, bar_color="primary")
@@ -64,14 +64,14 @@ class RecomputePanel:
         self.status.object = f"<span class='lens-recompute-status'>laying out {len(ids):,} points in the background…</span>"
         threading.Thread(target=self._work, args=(self.state.key, ids, params, description), daemon=True).start()
 
-    def _work(self, key: maps.LayoutKey, ids: np.ndarray, params: LayoutParams, description: str) -> None:
+    def _work(self, key: LayoutKey, ids: np.ndarray, params: LayoutParams, description: str) -> None:
         try:
             new_key, error = embed_subset(self.state.lake, key, ids, params, description=description), None
         except Exception as err:  # shown on the page; the map stays usable
             new_key, error = None, f"{type(err).__name__}: {err}"
         self.run_later(lambda: self._finish(new_key, error, len(ids)))
 
-    def _finish(self, new_key: maps.LayoutKey | None, error: str | None, n: int) -> None:
+    def _finish(self, new_key: LayoutKey | None, error: str | None, n: int) -> None:
         self._job.release()
         self.button.disabled = False
         self.progress.param.update(visible=False, active=False)

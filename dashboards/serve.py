@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ingest.lake import Lake
+from store.lake import Lake
 
 EXPLORER = Path(__file__).with_name("explorer.py")
 WARMUP = Path(__file__).with_name("warmup.py")
@@ -44,7 +44,7 @@ def panel_command(lake: str, host: str, port: int, show: bool = False) -> list[s
 
 
 def check_lake(lake: str) -> None:
-    from store.maps import list_layouts
+    from store.catalogue import list_layouts
 
     if "://" not in lake and not Path(lake).is_dir():
         raise ServeError(f"lake {lake} does not exist; run `make ingest && make embed` (or `make demo`) first")

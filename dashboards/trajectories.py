@@ -12,13 +12,14 @@ import panel as pn
 
 from dashboards.map_state import MapState
 from dashboards.render import esc, html_pane
-from store import maps
+from store import catalogue, maps
+from store.lake import LayoutKey
 
 MAX_PATHS = 500
 
 
 class TrajectoryPanel:
-    def __init__(self, state: MapState, layouts: Callable[[], list[maps.LayoutKey]],
+    def __init__(self, state: MapState, layouts: Callable[[], list[LayoutKey]],
                  draw: Callable[[list[np.ndarray]], None]) -> None:
         """`layouts()`: the lake's layouts now; `draw(paths)`: put paths on the map ([] clears them)."""
         self.state, self.layouts, self.draw = state, layouts, draw
@@ -41,8 +42,8 @@ class TrajectoryPanel:
                 self.drawn = False
             self.info.object = ""
             return
-        full = maps.full_layouts(state.lake, self.layouts())
-        kind, keys = maps.trajectory_layouts(full, state.key, maps.run_layers(state.con, state.key.run_id))
+        full = catalogue.full_layouts(state.lake, self.layouts())
+        kind, keys = maps.trajectory_layouts(full, state.key, catalogue.run_layers(state.con, state.key.run_id))
         ids = self.sample_ids()
         if len(keys) < 2 or not len(ids):
             self.draw([])

@@ -78,7 +78,7 @@ def smooth_images(n: int, side: int = 64, seed: int = 0) -> torch.Tensor:
 
 def writer_throughput(n: int, batch: int, workdir: Path, workers: int) -> dict:
     """Samples/s of the shard writer alone, fed synthetic ImageNet-64-sized batches."""
-    from ingest.lake import Lake
+    from store.lake import Lake
     from ingest.plan import class_plan
     from ingest.writer import Batch, RunInfo, ShardWriter
 
@@ -121,6 +121,7 @@ def writer_throughput(n: int, batch: int, workdir: Path, workers: int) -> dict:
 def vector_formats(rows: int, dim: int, workdir: Path) -> list[dict]:
     """Read speed into a numpy matrix and size on disk, per storage format, same data."""
     from ingest.writer import round_mantissa
+    from store.lake import chunk_name
     from store.vectors import load_matrix
 
     rng = np.random.default_rng(2)
@@ -150,9 +151,9 @@ def vector_formats(rows: int, dim: int, workdir: Path) -> list[dict]:
                               "vector": vector})
             out = lake_dir / "activations" / "bench" / "l" / "mean"
             out.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, out / f"chunk-{chunk:06d}.parquet", compression=codec)
+            pq.write_table(table, out / chunk_name(chunk), compression=codec)
             (lake_dir / "samples" / "bench").mkdir(parents=True, exist_ok=True)
-            (lake_dir / "samples" / "bench" / f"chunk-{chunk:06d}.parquet").touch()
+            (lake_dir / "samples" / "bench" / chunk_name(chunk)).touch()
         size = sum(p.stat().st_size for p in lake_dir.rglob("*.parquet"))
         best = float("inf")
         for _ in range(3):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,14 +16,9 @@ from torch import nn
 from ingest.capture import ActivationCapture
 from ingest.models.presets import ModelSpec
 from ingest.plan import SamplePlan
-from ingest.samplers import sample, to_uint8
+from ingest.samplers import per_sample_noise, sample, to_uint8
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def per_sample_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard-normal noise of `shape` for each seed, drawn independently (CPU, float32)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 @dataclasses.dataclass
@@ -59,7 +53,7 @@ def make_generator(spec: ModelSpec, checkpoint, device: torch.device, dtype: tor
     """The generator for a preset: EDM sampling, or a diffusers text-to-image pipeline. Weights are
     loaded strictly here, so a wrong file fails before any sample is generated."""
     if spec.text_to_image is not None:
-        from ingest.models.text_to_image import TextToImageGenerator
+        from ingest.text_to_image_generator import TextToImageGenerator  # lazy: diffusers, text-to-image only
 
         return TextToImageGenerator.load(spec, spec.base_dir, checkpoint, device, dtype, vae=vae)
     if vae is not None:

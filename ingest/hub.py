@@ -7,9 +7,29 @@ Local paths (`--checkpoint FILE`, `--base FOLDER`) bypass the hub entirely.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ingest.models.text_to_image import BASE_PATTERNS, BASE_UNET_FP16, HubFile, TextToImageFamily
+if TYPE_CHECKING:
+    from ingest.models.text_to_image import TextToImageFamily  # for type hints only: hub needs no models
+
+DMD2_REPO = "tianweiy/DMD2"
+# Files of a base pipeline that sampling needs (not its UNet weights, which DMD2 replaces).
+BASE_PATTERNS = ["model_index.json", "scheduler/*", "text_encoder/*", "text_encoder_2/*", "tokenizer/*",
+                 "tokenizer_2/*", "vae/*", "unet/config.json"]
+BASE_UNET_FP16 = "unet/diffusion_pytorch_model.fp16.safetensors"  # what the LoRA preset fuses into
+
+
+@dataclasses.dataclass(frozen=True)
+class HubFile:
+    """One file of a hub repository."""
+
+    repo: str
+    filename: str
+
+    def __str__(self) -> str:
+        return f"hf://{self.repo}/{self.filename}"
 
 
 class HubError(ValueError):

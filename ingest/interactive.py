@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from ingest.lake import Lake, check_run_id
+from store.lake import Lake, check_run_id
 from ingest.run import IngestConfig, run_ingest
 
 GENERATED_PREFIX = "gen"

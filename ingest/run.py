@@ -26,8 +26,8 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
-from ingest.failpoints import failpoint
-from ingest.lake import RUNS_SCHEMA, SCHEMA_VERSION, Lake, check_run_id
+from store.failpoints import failpoint
+from store.lake import RUNS_SCHEMA, SCHEMA_VERSION, Lake, check_run_id, runs_parts
 from ingest.plan import PlanError, Prompt, SamplePlan, class_plan, explicit_plan, prompt_plan, read_prompt_file
 from ingest.writer import VECTOR_PRECISIONS, Batch, RunInfo, ShardWriter
 
@@ -212,31 +212,54 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def run_ingest(config: IngestConfig) -> RunResult:
-    """Generate the plan's missing samples into the lake; returns what this worker did."""
+@dataclasses.dataclass
+class PreparedRun:
+    """A run with every input resolved and checked, before anything is written."""
+
+    config: IngestConfig  # device and dtype resolved
+    spec: object
+    layers: list[str]
+    plan: SamplePlan
+    checkpoint: Path
+    identity: dict
+    digest: str
+    run_id: str
+    rank: int
+    world: int
+
+
+def check_options(config: IngestConfig) -> None:
+    """The options that need no model: one clear line each (ValueError)."""
+    from ingest.capture import POOLINGS
+    from ingest.generator import DTYPES
+
+    unknown = [p for p in config.poolings if p not in POOLINGS]
+    if unknown or not config.poolings:
+        raise ValueError(f"unknown --pool {','.join(unknown) or '(none)'}; choose from {', '.join(POOLINGS)}")
+    if config.vector_precision not in VECTOR_PRECISIONS:
+        raise ValueError(f"unknown --vector-precision {config.vector_precision}; use {' or '.join(VECTOR_PRECISIONS)}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype {config.dtype}; use auto, {', '.join(DTYPES)}")
+    if config.batch < 1 or config.chunk_size < 1 or config.workers < 1:
+        raise ValueError("--batch, --chunk-size and --workers must be at least 1")
+
+
+def prepare_run(config: IngestConfig) -> PreparedRun:
+    """Resolve the model spec (once), layers, plan, device, dtype, checkpoint and the run's identity, checking
+    each; nothing is written."""
     import torch
 
     from ingest.checkpoints import file_sha256
-    from ingest.generator import DTYPES, make_generator, resident_generator
     from ingest.layers import discover_layers, select_layers
     from ingest.models.presets import get_spec
 
-    started = time.perf_counter()
     spec = get_spec(config.model, config.base)
-    layer_infos = select_layers(discover_layers(spec), config.layers)
-    layers = [info.name for info in layer_infos]
+    layers = [info.name for info in select_layers(discover_layers(spec), config.layers)]
     plan = build_plan(config, spec)
-    if config.vector_precision not in VECTOR_PRECISIONS:
-        raise ValueError(f"unknown --vector-precision {config.vector_precision}; use {' or '.join(VECTOR_PRECISIONS)}")
     config = resolve_device_and_dtype(config, spec)
-    if config.dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {config.dtype}; use auto, {', '.join(DTYPES)}")
-    if config.batch < 1 or config.chunk_size < 1:
-        raise ValueError("--batch and --chunk-size must be positive")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    check_options(config)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-
     checkpoint = resolve_checkpoint(spec, config.checkpoint)
     spec = with_base_pipeline(spec, config)
     base = (config.base or spec.text_to_image.base_repo) if spec.text_to_image is not None else None
@@ -246,77 +269,112 @@ def run_ingest(config: IngestConfig) -> RunResult:
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)[-40:].lstrip("_.-") or "run"
     run_id = check_run_id(config.run_id or f"{stem}-{digest[:10]}")
     rank, world = distributed_rank()
+    return PreparedRun(config, spec, layers, plan, checkpoint, identity, digest, run_id, rank, world)
 
-    lake = Lake(config.lake)
+
+def pending_chunks(lake: Lake, run: PreparedRun) -> tuple[pa.Table, list[int]]:
+    """The run's earlier log (refusing a run id that holds another configuration) and this worker's chunks
+    still to generate."""
+    previous = lake.read_runs(run.run_id)
+    if set(previous.column("config_hash").to_pylist()) - {run.digest}:
+        raise RunConflictError(
+            f"run id {run.run_id} already holds a run with another configuration; use a new --run-id, "
+            "or repeat the original command to resume it"
+        )
+    n_chunks = -(-len(run.plan) // run.config.chunk_size)
+    done = lake.committed_chunks(run.run_id)
+    return previous, [k for k in range(n_chunks) if k % run.world == run.rank and k not in done]
+
+
+def load_generator(run: PreparedRun):
+    """The model, loaded strictly (a checkpoint of another architecture fails here, before the log)."""
+    import torch
+
+    from ingest.generator import DTYPES, make_generator, resident_generator
+
+    load = resident_generator if run.config.keep_model_loaded else make_generator
+    return load(run.spec, run.checkpoint, torch.device(run.config.device), DTYPES[run.config.dtype],
+                vae=run.config.vae)
+
+
+def run_ingest(config: IngestConfig) -> RunResult:
+    """Generate the plan's missing samples into the lake; returns what this worker did. Every input is
+    checked (and the model loaded) before the first byte reaches the lake."""
+    started = time.perf_counter()
+    run = prepare_run(config)
+    lake = Lake(run.config.lake)
     lake.ensure_writable()
-    with RunLock(lake, run_id, rank):
-        previous = lake.read_runs(run_id)
-        hashes = set(previous.column("config_hash").to_pylist())
-        if hashes - {digest}:
-            raise RunConflictError(
-                f"run id {run_id} already holds a run with another configuration; use a new --run-id, "
-                "or repeat the original command to resume it"
-            )
-        n_chunks = -(-len(plan) // config.chunk_size)
-        done = lake.committed_chunks(run_id)
-        mine = [k for k in range(n_chunks) if k % world == rank and k not in done]
-        lake.remove_temporaries(run_id, mine)  # left by a killed earlier attempt at these chunks
-        row = dict(run_id=run_id, rank=rank, world_size=world, model=spec.name, checkpoint=str(checkpoint),
-                   checkpoint_sha256=identity["checkpoint_sha256"], sampler=json.dumps(identity["sampler"]),
-                   layers=layers, poolings=list(config.poolings), plan=json.dumps(plan.description),
-                   n_samples=len(plan), seed=config.seed, config_hash=digest,
-                   config=json.dumps(dataclasses.asdict(config) | {"identity": identity}, default=str),
-                   versions=json.dumps(package_versions()), device=str(device), dtype=config.dtype,
-                   host=socket.gethostname(), started_at=now(), error=None, schema_version=SCHEMA_VERSION)
-
-        def record(status: str, error: str | None = None) -> None:
-            stamp = now()
-            table = pa.Table.from_pylist([row | {"status": status, "updated_at": stamp, "error": error}],
-                                         schema=RUNS_SCHEMA)
-            lake.write_parquet(table, "runs", run_id,
-                               f"r{rank:04d}-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-{status}.parquet")
-
+    with RunLock(lake, run.run_id, run.rank):
+        previous, mine = pending_chunks(lake, run)
+        generator = load_generator(run) if mine else None
+        log = RunLog(lake, run)
         if not mine:
             if previous.num_rows == 0 or "complete" not in previous.column("status").to_pylist():
-                record("complete")
-            return RunResult(run_id, len(plan), 0, time.perf_counter() - started, rank, world)
-
-        record("running")
-        generated = 0
-        writer = None
+                log.record("complete")
+            return RunResult(run.run_id, len(run.plan), 0, time.perf_counter() - started, run.rank, run.world)
+        lake.remove_temporaries(run.run_id, mine)  # left by a killed earlier attempt at these chunks
+        log.record("running")
         try:
-            load = resident_generator if config.keep_model_loaded else make_generator
-            generator = load(spec, checkpoint, device, DTYPES[config.dtype], vae=config.vae)
-            info = RunInfo(run_id, spec.class_names, tuple(generator.step_levels),
-                           vector_bits=VECTOR_PRECISIONS[config.vector_precision])
-            writer = ShardWriter(lake, info, workers=config.workers)
-            modules = {name: generator.layers[name] for name in layers}
-            total = sum(min(config.chunk_size, len(plan) - k * config.chunk_size) for k in mine)
-            bar = tqdm(total=total, desc=f"ingest {run_id}", unit="sample", disable=not config.progress,
-                       smoothing=0.1)
-            from ingest.capture import ActivationCapture
-
-            with ActivationCapture(modules, list(config.poolings)) as capture:
-                for chunk in mine:
-                    chunk_rows = plan.take(slice(chunk * config.chunk_size, (chunk + 1) * config.chunk_size))
-                    for start in range(0, len(chunk_rows), config.batch):
-                        rows = chunk_rows.take(slice(start, start + config.batch))
-                        images = generator.generate(rows, capture)
-                        failpoint("after-batch")
-                        writer.submit(Batch(chunk, rows, images, capture.collect()))
-                        generated += len(rows)
-                        bar.update(len(rows))
-                    writer.end_chunk(chunk)
-            writer.close()
-            bar.close()
+            generated = generate_chunks(lake, run, generator, mine)
         except BaseException as err:
-            if writer is not None:
-                writer.abort()
             try:
-                record("failed", f"{type(err).__name__}: {err}"[:1000])
+                log.record("failed", f"{type(err).__name__}: {err}"[:1000])
             except Exception:
                 pass
             raise
-        record("complete")
-    return RunResult(run_id, len(plan), generated, time.perf_counter() - started, rank, world)
+        log.record("complete")
+    return RunResult(run.run_id, len(run.plan), generated, time.perf_counter() - started, run.rank, run.world)
 
+
+class RunLog:
+    """This worker's rows in the `runs` table: one file per status change."""
+
+    def __init__(self, lake: Lake, run: PreparedRun) -> None:
+        self.lake, self.run = lake, run
+        config, identity = run.config, run.identity
+        self.row = dict(run_id=run.run_id, rank=run.rank, world_size=run.world, model=run.spec.name,
+                        checkpoint=str(run.checkpoint), checkpoint_sha256=identity["checkpoint_sha256"],
+                        sampler=json.dumps(identity["sampler"]), layers=run.layers, poolings=list(config.poolings),
+                        plan=json.dumps(run.plan.description), n_samples=len(run.plan), seed=config.seed,
+                        config_hash=run.digest,
+                        config=json.dumps(dataclasses.asdict(config) | {"identity": identity}, default=str),
+                        versions=json.dumps(package_versions()), device=str(config.device), dtype=config.dtype,
+                        host=socket.gethostname(), started_at=now(), error=None, schema_version=SCHEMA_VERSION)
+
+    def record(self, status: str, error: str | None = None) -> None:
+        stamp = now()
+        table = pa.Table.from_pylist([self.row | {"status": status, "updated_at": stamp, "error": error}],
+                                     schema=RUNS_SCHEMA)
+        self.lake.write_parquet(table, *runs_parts(self.run.run_id, self.run.rank, stamp, status))
+
+
+def generate_chunks(lake: Lake, run: PreparedRun, generator, chunks: list[int]) -> int:
+    """Generate and store these chunks, batch by batch, with capture hooks; returns the samples made."""
+    from ingest.capture import ActivationCapture
+
+    config, plan = run.config, run.plan
+    info = RunInfo(run.run_id, run.spec.class_names, tuple(generator.step_levels),
+                   vector_bits=VECTOR_PRECISIONS[config.vector_precision])
+    writer = ShardWriter(lake, info, workers=config.workers)
+    total = sum(min(config.chunk_size, len(plan) - k * config.chunk_size) for k in chunks)
+    bar = tqdm(total=total, desc=f"ingest {run.run_id}", unit="sample", disable=not config.progress, smoothing=0.1)
+    generated = 0
+    try:
+        with ActivationCapture({name: generator.layers[name] for name in run.layers}, list(config.poolings)) as capture:
+            for chunk in chunks:
+                chunk_rows = plan.take(slice(chunk * config.chunk_size, (chunk + 1) * config.chunk_size))
+                for start in range(0, len(chunk_rows), config.batch):
+                    rows = chunk_rows.take(slice(start, start + config.batch))
+                    images = generator.generate(rows, capture)
+                    failpoint("after-batch")
+                    writer.submit(Batch(chunk, rows, images, capture.collect()))
+                    generated += len(rows)
+                    bar.update(len(rows))
+                writer.end_chunk(chunk)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    return generated

@@ -38,6 +38,25 @@ class SamplerConfig:
         return dataclasses.asdict(self) | {"sigmas": self.sigmas()}
 
 
+@dataclasses.dataclass(frozen=True)
+class LCMSampler:
+    """Few-step LCM sampling at explicit timesteps (DMD2's text-to-image samplers)."""
+
+    timesteps: tuple[int, ...]
+    kind: str = "lcm"
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+    def levels(self) -> list[float]:
+        """The noise level each captured step starts from: its timestep."""
+        return [float(t) for t in self.timesteps]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "timesteps": list(self.timesteps), "guidance_scale": 0.0}
+
+
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
     """EDM's time discretisation: `steps` levels from sigma_max to sigma_min, then 0."""
     if steps < 1:
@@ -50,7 +69,14 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return sigmas.tolist() + [0.0]
 
 
-def _tag_step(capture: ActivationCapture | None, step: int) -> None:
+def per_sample_noise(seeds, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard-normal noise of `shape` for each seed, drawn independently (CPU, float32), so any sample
+    regenerates alone, whatever batch it was generated in."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def tag_step(capture: ActivationCapture | None, step: int) -> None:
+    """Tell the capture hooks which sampling step the next network call is."""
     if capture is not None:
         capture.step = step
 
@@ -65,7 +91,7 @@ def sample(
 ) -> torch.Tensor:
     """Run `config`'s sampler from standard-normal `noise`; returns the final denoised batch."""
     if config.kind == "one-step":
-        _tag_step(capture, 0)
+        tag_step(capture, 0)
         return denoiser(noise * config.sigma_max, torch.full((noise.shape[0],), config.sigma_max,
                                                             device=noise.device), labels)
     if config.kind == "heun":
@@ -84,7 +110,7 @@ def heun(
     x = noise.to(torch.float64) * sigmas[0]
     batch = noise.shape[0]
     for step, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-        _tag_step(capture, step)
+        tag_step(capture, step)
         denoised = denoiser(x.float(), torch.full((batch,), sigma, device=noise.device), labels).to(torch.float64)
         slope = (x - denoised) / sigma
         x_next = x + (sigma_next - sigma) * slope

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ingest.capture import CaptureKey
-from ingest.lake import SAMPLES_SCHEMA, Lake, activations_schema, chunk_name
+from store.lake import SAMPLES_SCHEMA, Lake, activations_parts, activations_schema, samples_parts
 from ingest.plan import SamplePlan
 
 WORKER_NICENESS = 10
@@ -208,10 +208,9 @@ class ShardWriter:
 
     def _write_chunk(self, chunk: int, parts: list[Future]) -> None:
         prepared: list[PreparedBatch] = [f.result() for f in parts]
-        name = chunk_name(chunk)
         for (layer, pooling), table in self._activation_tables(prepared).items():
-            self.lake.write_parquet(table, "activations", self.info.run_id, layer, pooling, name)
-        self.lake.write_parquet(self._samples_table(chunk, prepared), "samples", self.info.run_id, name,
+            self.lake.write_parquet(table, *activations_parts(self.info.run_id, layer, pooling, chunk))
+        self.lake.write_parquet(self._samples_table(chunk, prepared), *samples_parts(self.info.run_id, chunk),
                                 compression=SAMPLES_COMPRESSION)
         with self._lock:
             self.written_chunks.append(chunk)

@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.lake import Lake, chunk_name
-from store.maps import LayoutKey, as_lake, graph_file, load_points
+from store.lake import Lake, chunk_name
+from store.catalogue import graph_file
+from store.lake import LayoutKey, as_lake
+from store.maps import load_points
 
 IMAGE_CHOICES = ("thumb", "full", "none")
 

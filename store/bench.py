@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.lake import SAMPLES_SCHEMA
+from store.lake import SAMPLES_SCHEMA, chunk_name
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 100) -> np.ndarray:
@@ -57,12 +57,12 @@ def write_lake(data: np.ndarray, root: Path) -> None:
                           "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), data.shape[1])})
         folder = root / "activations" / "bench" / "l" / "mean"
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, folder / f"chunk-{chunk:06d}.parquet", compression="zstd")
+        pq.write_table(table, folder / chunk_name(chunk), compression="zstd")
         samples = root / "samples" / "bench"
         samples.mkdir(parents=True, exist_ok=True)
         columns = {f.name: pa.nulls(len(part), f.type) for f in SAMPLES_SCHEMA}
         columns |= {"run_id": pa.array(["bench"] * len(part)), "sample_id": pa.array(np.arange(start, start + len(part)))}
-        pq.write_table(pa.table(columns, schema=SAMPLES_SCHEMA), samples / f"chunk-{chunk:06d}.parquet")
+        pq.write_table(pa.table(columns, schema=SAMPLES_SCHEMA), samples / chunk_name(chunk))
     runs = root / "runs" / "bench"
     runs.mkdir(parents=True, exist_ok=True)
 

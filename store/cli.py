@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from ingest.lake import Lake
+    from store.lake import Lake
     from store.embed import embed_run
     from store.layouts import LayoutParams
 
@@ -118,7 +118,7 @@ def embed_steps(lake: str, run_id: str | None, layers: list[str] | None, pooling
             return [int(step)]
         except ValueError:
             raise ValueError(f"--step {step!r} must be a step number or `all`") from None
-    from ingest.lake import Lake
+    from store.lake import Lake
     from store.embed import captured_layers, latest_run
     from store.neighbours import captured_steps
 
@@ -155,7 +155,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_diversity(args: argparse.Namespace) -> int:
-    from ingest.lake import Lake
+    from store.lake import Lake
     from store.diversity import diversity
     from store.embed import captured_layers
 
@@ -179,7 +179,7 @@ def run_diversity(args: argparse.Namespace) -> int:
 
 def run_atlas(args: argparse.Namespace) -> int:
     from store.atlas import atlas_command, export_atlas
-    from store.maps import full_layouts, list_layouts
+    from store.catalogue import full_layouts, list_layouts
 
     require_lake(args.lake)
     keys = full_layouts(args.lake, [k for k in list_layouts(args.lake)
@@ -198,7 +198,7 @@ def run_atlas(args: argparse.Namespace) -> int:
 def run_neighbours(args: argparse.Namespace) -> int:
     from store.embed import latest_run
     from store.neighbours import build_graph
-    from ingest.lake import Lake
+    from store.lake import Lake
 
     require_lake(args.lake)
     run_id = args.run or latest_run(Lake(args.lake))
@@ -220,7 +220,7 @@ def require_lake(lake: str) -> None:
 def run_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from ingest.lake import Lake
+    from store.lake import Lake
     from store.views import connect, render_views
 
     require_lake(args.lake)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ingest.lake import Lake, check_run_id
+from store.lake import COMPARISONS_SCHEMA, Lake, check_run_id, comparison_parts
 from store.metrics import linear_cka
 from store.neighbours import exact_knn, normalise
 from store.vectors import load_matrix
-from store.views import COMPARISONS_COLUMNS as COMPARISON_SCHEMA  # one schema for the table and its view
+
 
 MOST_CHANGED = 20
 
@@ -59,6 +59,7 @@ def compare_runs(lake: Lake | str, run_a: str, run_b: str, pooling: str = "mean"
     """Per common layer: mean k-NN Jaccard, linear CKA and the most changed samples; stored in the lake.
     Each run is read at `step_a` / `step_b` (default: its last step)."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
+    lake.remove_orphan_temporaries("comparisons")  # what a killed compare left behind
     check_paired(lake, run_a, run_b)
     recorded = lake.read_runs(run_a).column("layers")[0].as_py() or []  # capture order, input to output
     common = [layer for layer in recorded if layer in lake.list_folders("activations", run_a)
@@ -82,9 +83,9 @@ def compare_runs(lake: Lake | str, run_a: str, run_b: str, pooling: str = "mean"
                      "samples": len(ids_a), "k": k, "mean_knn_jaccard": float(jaccard.mean()),
                      "linear_cka": linear_cka(a, b), "most_changed": ids_a[order].tolist(),
                      "most_changed_jaccard": jaccard[order].tolist()})
-    table = pa.Table.from_pylist(rows, schema=COMPARISON_SCHEMA)
-    steps = "" if step_a is None and step_b is None else f"-steps{step_a}-{step_b}"
-    lake.write_parquet(table, "comparisons", f"{run_a}--{run_b}", f"{pooling}-k{k}{steps}.parquet")
+    table = pa.Table.from_pylist(rows, schema=COMPARISONS_SCHEMA)
+    steps = None if step_a is None and step_b is None else (step_a, step_b)
+    lake.write_parquet(table, *comparison_parts(run_a, run_b, pooling, k, steps))
     return table
 
 
@@ -105,15 +106,14 @@ def stored_comparisons(con) -> list[dict]:
 
 def comparison_table(con, run_a: str, run_b: str, pooling: str, k: int, step_a: int, step_b: int):
     """One stored comparison's rows as a DataFrame, layers in capture order (input to output)."""
-    from store.maps import run_layers
+    from store.catalogue import in_capture_order, run_layers
 
     frame = con.sql("SELECT * FROM comparisons WHERE run_a = $a AND run_b = $b AND pooling = $pooling AND k = $k "
                     "AND step_a = $sa AND step_b = $sb",
                     params={"a": run_a, "b": run_b, "pooling": pooling, "k": int(k), "sa": int(step_a),
                             "sb": int(step_b)}).df()
-    order = run_layers(con, run_a)
-    frame["depth"] = [order.index(layer) if layer in order else len(order) for layer in frame["layer"]]
-    return frame.sort_values(["depth", "layer"]).drop(columns="depth").reset_index(drop=True)
+    depth = {layer: i for i, layer in enumerate(in_capture_order(set(frame["layer"]), run_layers(con, run_a)))}
+    return frame.sort_values("layer", key=lambda layers: layers.map(depth), kind="stable").reset_index(drop=True)
 
 
 def partners(con, run_id: str) -> list[str]:

@@ -14,18 +14,17 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ingest.lake import Lake, check_run_id
+from store.lake import DIVERSITY_SCHEMA, Lake, check_run_id, diversity_parts
 from store.metrics import mean_pairwise_distance, near_duplicate_pairs, vendi_score
 from store.neighbours import exact_knn, normalise
 from store.vectors import load_matrix
-from store.views import DIVERSITY_COLUMNS
 
 MAX_GROUP = 5_000  # larger groups are measured on a seeded sample of this many (pairwise costs n^2)
 
 
 def labels_of(lake: Lake, run_id: str, ids: np.ndarray) -> np.ndarray:
     """The class name (as "id: name") or the prompt of each sample id."""
-    from store.maps import read_run_samples, sample_label
+    from store.catalogue import read_run_samples, sample_label
 
     samples = read_run_samples(lake, run_id)
     order = np.argsort(samples.column("sample_id").to_numpy())
@@ -48,6 +47,7 @@ def diversity(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", 
     from store.neighbours import resolve_step
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
+    lake.remove_orphan_temporaries("diversity", check_run_id(run_id))  # what a killed run of this left behind
     step = resolve_step(lake, check_run_id(run_id), layer, pooling, step)
     ids, vectors = load_matrix(lake, run_id, layer, pooling, step)
     vectors = centred(vectors)
@@ -67,8 +67,8 @@ def diversity(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", 
                      "near_duplicate_pairs": len(pairs), "threshold": threshold, "vendi_score": vendi_score(group),
                      "example_pair": [int(ids[measured[pairs[0][0]]]), int(ids[measured[pairs[0][1]]])] if pairs else []})
     rows.sort(key=lambda r: (r["vendi_score"], r["label"]))
-    table = pa.Table.from_pylist(rows, schema=DIVERSITY_COLUMNS)
-    lake.write_parquet(table, "diversity", run_id, layer, pooling, f"step-{step:04d}-t{threshold:g}.parquet")
+    table = pa.Table.from_pylist(rows, schema=DIVERSITY_SCHEMA)
+    lake.write_parquet(table, *diversity_parts(run_id, layer, pooling, step, threshold))
     return table
 
 
@@ -105,9 +105,9 @@ def stored_thresholds(con, run_id: str, layer: str, pooling: str = "mean") -> li
 
 def stored_diversity_layers(con, run_id: str) -> list[str]:
     """Layers of a run with a stored diversity table, in capture order."""
-    from store.maps import run_layers
+    from store.catalogue import in_capture_order, run_layers
 
     stored = {r[0] for r in con.sql("SELECT DISTINCT layer FROM diversity WHERE run_id = $r",
                                     params={"r": run_id}).fetchall()}
     order = run_layers(con, run_id)
-    return sorted(stored, key=lambda layer: (order.index(layer) if layer in order else len(order), layer))
+    return in_capture_order(stored, order)

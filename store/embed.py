@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ingest.lake import Lake, check_run_id
+from store.lake import EMBEDDINGS_SCHEMA, Lake, LayoutKey, check_run_id
 from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align, umap_backend
 from store.neighbours import build_graph
 
@@ -61,7 +61,7 @@ def captured_layers(lake: Lake, run_id: str, pooling: str) -> list[str]:
 
 
 def embedding_parts(run_id: str, layer: str, pooling: str, step: int, digest: str) -> tuple[str, ...]:
-    return ("embeddings", run_id, layer, pooling, f"step-{step:04d}-{digest}.parquet")
+    return LayoutKey(run_id, layer, pooling, step, digest).parts()
 
 
 def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | None = None,
@@ -77,6 +77,8 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
         raise EmbedError(f"layer {missing[0]} was not captured with pooling {pooling} in run {run_id}; "
                          f"captured: {', '.join(available) or '(none)'}")
 
+    for table in ("indexes", "embeddings"):  # what a killed embed of this run left behind
+        lake.remove_orphan_temporaries(table, run_id)
     results: list[LayoutResult] = []
     previous_xy: np.ndarray | None = None
     previous_ids: np.ndarray | None = None
@@ -134,7 +136,7 @@ def write_embedding(lake: Lake, parts: tuple[str, ...], run_id: str, layer: str,
         "x": xy[:, 0].astype(np.float32),
         "y": xy[:, 1].astype(np.float32),
         "knn_overlap": overlap.astype(np.float32),
-    })
+    }, schema=EMBEDDINGS_SCHEMA)
     lake.write_parquet(table, *parts)
 
 
@@ -143,13 +145,13 @@ def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutP
     """A new layout of some samples of a stored layout's layer (the dashboard's "recompute layout"):
     UMAP on just their vectors, saved beside the full one under its own params hash; returns its key.
 
-    `base` is a `store.maps.LayoutKey`; `description` says which filter or selection chose the samples (shown
+    `base` is a `store.lake.LayoutKey`; `description` says which filter or selection chose the samples (shown
     in the layout's name, not part of its identity). The neighbour audit uses exact neighbours within the
     subset.
     """
     import hashlib
 
-    from store.maps import LayoutKey, layout_params
+    from store.catalogue import layout_params
     from store.neighbours import EXACT_LIMIT, approximate_knn, exact_knn, normalise
     from store.vectors import load_matrix
 

@@ -1,6 +1,7 @@
-"""What a map browser asks of the lake, answered read-only: which layouts exist, one layout's points
-with their metadata (held in memory as compact columns), filters, the nearest point to a click, raw-space
-and 2-D neighbours, selections, and sample images.
+"""What a map browser asks of the lake, answered read-only: one layout's points with their metadata (held
+in memory as compact columns), filters, the nearest point to a click, raw-space and 2-D neighbours,
+alignment and trajectories between layouts, selections, and sample images. Which runs and layouts exist
+is `store.catalogue`'s business.
 
 Every query that carries a user value is parameterised; lake paths are built only from names listed in
 the lake or checked against the run-id pattern, so no id can reach a file outside it.
@@ -9,127 +10,19 @@ the lake or checked against the run-id pattern, so no id can reach a file outsid
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import io
-import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.lake import Lake, check_run_id, chunk_name
-from store.shards import warn_skipped, why_unreadable
+from store.catalogue import graph_file, in_capture_order, read_run_samples, run_class_names, sample_label
+from store.lake import Lake, LayoutKey, as_lake, check_run_id, chunk_name
 
 MISSING_LABEL = "(none)"
-
-
-@dataclasses.dataclass(frozen=True, order=True)
-class LayoutKey:
-    """One stored layout: a file `embeddings/<run>/<layer>/<pooling>/step-<step>-<params_hash>.parquet`."""
-
-    run_id: str
-    layer: str
-    pooling: str
-    step: int
-    params_hash: str
-
-    def parts(self) -> tuple[str, ...]:
-        return ("embeddings", self.run_id, self.layer, self.pooling, f"step-{self.step:04d}-{self.params_hash}.parquet")
-
-    @property
-    def label(self) -> str:
-        return f"{self.run_id} · {self.layer} · step {self.step} · {self.pooling} · {self.params_hash[:8]}"
-
-
-def list_layouts(lake: Lake | str) -> list[LayoutKey]:
-    """Every stored layout, by run, layer, pooling and step (file listing only: cheap at any size)."""
-    lake = as_lake(lake)
-    found = []
-    for run_id in lake.list_folders("embeddings"):
-        for layer in lake.list_folders("embeddings", run_id):
-            for pooling in lake.list_folders("embeddings", run_id, layer):
-                for name in lake.list_names("embeddings", run_id, layer, pooling):
-                    if name.startswith("step-") and name.endswith(".parquet"):
-                        step, digest = name[len("step-"):-len(".parquet")].split("-", 1)
-                        found.append(LayoutKey(run_id, layer, pooling, int(step), digest))
-    return found
-
-
-def layout_params(lake: Lake | str, key: LayoutKey) -> dict:
-    lake = as_lake(lake)
-    table = pq.ParquetFile(lake.path(*key.parts()), filesystem=lake.fs).read_row_group(0, columns=["params"])
-    return json.loads(table.column("params")[0].as_py())
-
-
-@dataclasses.dataclass(frozen=True)
-class LayoutInfo:
-    """What a person needs to tell layouts apart: method and parameters, point count, full or subset (and
-    of what), and when it was made."""
-
-    key: LayoutKey
-    points: int
-    created: float  # seconds since the epoch (the file's modification time)
-    params: dict
-
-    @property
-    def subset(self) -> bool:
-        return "subset" in self.params
-
-    @property
-    def name(self) -> str:
-        p = self.params
-        method = "UMAP (GPU)" if p.get("umap") == "cuml" else "UMAP"
-        what = f"subset: {p.get('description') or 'picked samples'}" if self.subset else "full"
-        when = datetime.datetime.fromtimestamp(self.created).strftime("%Y-%m-%d %H:%M")
-        return (f"{method} n_neighbors {p.get('n_neighbors')}, min_dist {p.get('min_dist')}, seed {p.get('seed')}"
-                f" · {self.points} points · {what} · {when}")
-
-
-@functools.lru_cache(maxsize=4096)
-def _layout_info(lake_root: str, key: LayoutKey, stamp: int) -> LayoutInfo:
-    # A layout file never changes once written (its name carries its parameters' hash); `stamp` is its mtime.
-    lake = as_lake(lake_root)
-    count = pq.ParquetFile(lake.path(*key.parts()), filesystem=lake.fs).metadata.num_rows
-    return LayoutInfo(key, int(count), stamp / 1e9, layout_params(lake, key))
-
-
-def layout_info(lake: Lake | str, key: LayoutKey) -> LayoutInfo:
-    lake = as_lake(lake)
-    info = lake.fs.get_file_info(lake.path(*key.parts()))
-    return _layout_info(lake.root, key, info.mtime_ns or 0)
-
-
-def newest_full_layout(lake: Lake | str, keys: list[LayoutKey]) -> LayoutKey | None:
-    """The layout a view starts from: the newest full layout among `keys` (a subset only when there is
-    nothing else)."""
-    if not keys:
-        return None
-    infos = [layout_info(lake, k) for k in keys]
-    return max(infos, key=lambda i: (not i.subset, i.created, i.key)).key
-
-
-def full_layouts(lake: Lake | str, keys: list[LayoutKey]) -> list[LayoutKey]:
-    """The layouts of all of a layer's samples, without the "recompute layout" subsets."""
-    return [k for k in keys if not layout_info(lake, k).subset]
-
-
-def run_layers(con, run_id: str) -> list[str]:
-    """A run's layers in capture order (input to output), as its log records them."""
-    rows = con.sql("SELECT layers FROM runs WHERE run_id = $run", params={"run": run_id}).fetchall()
-    return list(rows[0][0] or []) if rows else []
-
-
-def run_models(con) -> dict[str, str]:
-    """Model name of every run."""
-    return {run_id: model for run_id, model in con.sql("SELECT run_id, model FROM runs").fetchall()}
-
-
-def as_lake(lake: Lake | str | Path) -> Lake:
-    return lake if isinstance(lake, Lake) else Lake(lake)
 
 
 @dataclasses.dataclass
@@ -257,38 +150,6 @@ class MapPoints:
                 "x": float(r.x), "y": float(r.y), "knn_overlap": float(r.knn_overlap)}
 
 
-SAMPLE_COLUMNS = ["sample_id", "seed", "chunk", "class_id", "class_name", "prompt", "tags"]
-
-
-def read_run_samples(lake: Lake, run_id: str) -> pa.Table:
-    """A run's sample metadata (no images), strings read dictionary-encoded straight from Parquet, so 10M
-    rows of repeated prompts cost a few bytes each instead of a Python string each."""
-    names = [n for n in lake.list_names("samples", check_run_id(run_id)) if n.endswith(".parquet")]
-    tables = []
-    for name in names:
-        path = lake.path("samples", run_id, name)
-        try:
-            tables.append(pq.read_table(path, filesystem=lake.fs, columns=SAMPLE_COLUMNS,
-                                        read_dictionary=["class_name", "prompt"]))
-        except (OSError, pa.ArrowException) as err:  # as the views do: name it, read the rest
-            warn_skipped(path, why_unreadable(err))
-    if not tables:
-        raise FileNotFoundError(f"run {run_id} has no committed samples in {lake.uri}")
-    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-
-
-def run_class_names(samples: pa.Table) -> dict[int, str]:
-    """Class id -> name of every class in a run's samples (a class without a name is named by its id)."""
-    class_id = samples.column("class_id").fill_null(-1).to_numpy()
-    names = {}
-    unique, first = np.unique(class_id, return_index=True)
-    for cid, row in zip(unique, first):
-        if cid >= 0:
-            name = samples.column("class_name")[int(row)].as_py()
-            names[int(cid)] = name if name is not None else str(cid)
-    return names
-
-
 def load_points(lake: Lake | str, key: LayoutKey) -> MapPoints:
     """One layout's coordinates aligned with its samples' metadata by sample id (the same rows as the
     `map_points` view, read directly from the layout's and samples' shards to keep memory small)."""
@@ -377,8 +238,7 @@ def trajectory_layouts(layouts: list[LayoutKey], key: LayoutKey, layer_order: li
     steps = sorted({k.step for k in same if k.layer == key.layer})
     if len(steps) > 1:
         return "steps", [pick_layout(same, key, layer=key.layer, step=s) for s in steps]
-    layers = sorted({k.layer for k in same if k.step == key.step},
-                    key=lambda layer: (layer_order.index(layer) if layer in layer_order else len(layer_order), layer))
+    layers = in_capture_order({k.layer for k in same if k.step == key.step}, layer_order)
     return "layers", [pick_layout(same, key, layer=layer, step=key.step) for layer in layers]
 
 
@@ -401,14 +261,6 @@ def trajectories(lake: Lake | str, reference: MapPoints, keys: list[LayoutKey], 
     return paths
 
 
-def sample_label(class_id: int | None, class_name: str | None, prompt: str | None) -> str:
-    """How maps and tables name a sample: "id: class name" for class-conditional runs ("3", not "3: 3",
-    when the name is the id), else its prompt."""
-    if class_id is None:
-        return str(prompt)
-    return str(class_id) if class_name in (None, "", str(class_id)) else f"{class_id}: {class_name}"
-
-
 def sample_rows(con, run_id: str, sample_ids: list[int]) -> pd.DataFrame:
     """Metadata of some samples of a run (no images), in the order asked; absent ids are left out."""
     ids = [int(i) for i in sample_ids]
@@ -422,16 +274,6 @@ def sample_rows(con, run_id: str, sample_ids: list[int]) -> pd.DataFrame:
 
 
 # --- raw-space neighbours --------------------------------------------------------------------------
-
-def graph_file(lake: Lake | str, key: LayoutKey) -> str:
-    """The neighbour graph the layout was computed from (its inputs hash is in the layout's params)."""
-    lake = as_lake(lake)
-    inputs = layout_params(lake, key).get("inputs")
-    name = f"step-{key.step:04d}-{inputs}.parquet"
-    if name not in lake.list_names("indexes", key.run_id, key.layer, key.pooling):
-        raise FileNotFoundError(f"no neighbour graph {name} for {key.label}; run `make embed`")
-    return lake.path("indexes", key.run_id, key.layer, key.pooling, name)
-
 
 def raw_neighbours(con, lake: Lake | str, key: LayoutKey, sample_id: int, k: int) -> tuple[list[int], list[float]]:
     """The k nearest samples in raw activation space (cosine), from the stored graph."""

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.lake import Lake, check_run_id
+from store.lake import Lake, chunk_name, graph_parts, indexes_schema
 from store.vectors import MissingLayerError, load_matrix, shard_paths
 
 GRAPH_K = 50
@@ -111,7 +111,7 @@ def approximate_knn(unit: np.ndarray, k: int, seed: int, candidates: int | None 
 
 def inputs_hash(lake: Lake, run_id: str, layer: str, pooling: str, step: int, params: dict) -> str:
     """Digest of the committed vector shards (name and size) and the parameters."""
-    committed = {f"chunk-{c:06d}.parquet" for c in lake.committed_chunks(run_id)}
+    committed = {chunk_name(c) for c in lake.committed_chunks(run_id)}
     shards = []
     for path in shard_paths(lake, run_id, layer, pooling):
         name = path.rsplit("/", 1)[1]
@@ -122,7 +122,7 @@ def inputs_hash(lake: Lake, run_id: str, layer: str, pooling: str, step: int, pa
 
 
 def graph_path(lake: Lake, run_id: str, layer: str, pooling: str, step: int, digest: str) -> tuple[str, ...]:
-    return ("indexes", check_run_id(run_id), layer, pooling, f"step-{step:04d}-{digest}.parquet")
+    return graph_parts(run_id, layer, pooling, step, digest)
 
 
 def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", step: int | None = None,
@@ -147,8 +147,8 @@ def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
         "pooling": [pooling] * len(ids),
         "sample_id": ids,
         "neighbour_ids": pa.FixedSizeListArray.from_arrays(pa.array(neighbour_ids.reshape(-1)), k_used),
-        "distances": pa.FixedSizeListArray.from_arrays(pa.array(distances.reshape(-1)), k_used),
-    })
+        "distances": pa.FixedSizeListArray.from_arrays(pa.array(distances.reshape(-1), pa.float32()), k_used),
+    }, schema=indexes_schema(k_used))
     # Small row groups: a lookup by sample_id then reads one group, not the whole graph.
     lake.write_parquet(table, *parts, row_group_size=GRAPH_ROW_GROUP)
     return NeighbourGraph(ids, neighbour_ids, distances, digest, step)

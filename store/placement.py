@@ -14,9 +14,10 @@ import functools
 import numpy as np
 import pandas as pd
 
-from ingest.lake import Lake
+from store.lake import Lake
 from store.layouts import weighted_position
-from store.maps import LayoutKey, as_lake, points_for
+from store.lake import LayoutKey, as_lake
+from store.maps import points_for
 from store.neighbours import exact_knn, normalise
 from store.vectors import load_matrix
 

@@ -15,8 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.lake import RUN_ID_PATTERN, Lake
-from store.maps import as_lake
+from store.lake import RUN_ID_PATTERN, SELECTIONS_SCHEMA, Lake, as_lake, selection_parts
 
 
 class SelectionError(ValueError):
@@ -24,7 +23,7 @@ class SelectionError(ValueError):
 
 
 def check_name(name: str) -> str:
-    if not RUN_ID_PATTERN.match(name or ""):
+    if not (isinstance(name, str) and RUN_ID_PATTERN.fullmatch(name)):
         raise SelectionError(f"invalid selection name {name!r}; use letters, digits, '_', '.', '-' (at most 128)")
     return name
 
@@ -33,11 +32,12 @@ def save_selection(lake: Lake | str, name: str, frame: pd.DataFrame) -> str:
     """Store a selection frame (as `store.maps.selection_frame` makes) under `name`, replacing any earlier
     one of that name (atomically); returns the file's path."""
     lake = as_lake(lake)
+    lake.remove_orphan_temporaries("selections")
     if not len(frame):
         raise SelectionError("the selection is empty; collect points or box-select some first")
     table = pa.Table.from_pandas(frame.assign(selection=check_name(name), saved_at=dt.datetime.now(dt.timezone.utc)),
-                                 preserve_index=False)
-    return lake.write_parquet(table, "selections", f"{name}.parquet")
+                                 preserve_index=False).select(SELECTIONS_SCHEMA.names).cast(SELECTIONS_SCHEMA)
+    return lake.write_parquet(table, *selection_parts(name))
 
 
 def read_selection(lake: Lake | str, name: str) -> pd.DataFrame:

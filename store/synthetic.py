@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from ingest.lake import RUNS_SCHEMA, SAMPLES_SCHEMA, SCHEMA_VERSION, Lake, check_run_id, chunk_name
+from store.lake import (EMBEDDINGS_SCHEMA, RUNS_SCHEMA, SAMPLES_SCHEMA, SCHEMA_VERSION, Lake, LayoutKey, check_run_id,
+                        graph_parts, indexes_schema, runs_parts, samples_parts)
 from store.layouts import LayoutParams
-from store.maps import LayoutKey
 
 CHUNK = 1_000_000
 LAYER, POOLING, STEP = "synthetic.block", "mean", 0
@@ -78,7 +78,7 @@ def write_run(lake: Lake | str, run_id: str, n: int, prompts: list[str], tags: l
             "image_png": pa.DictionaryArray.from_arrays(pa.array(lab.astype(np.int32)), pa.array(tiles)).cast(pa.binary()),
             "thumbnail": pa.nulls(m, pa.binary()),
         }, schema=SAMPLES_SCHEMA)
-        lake.write_parquet(table, "samples", run_id, chunk_name(chunk), row_group_size=65536)
+        lake.write_parquet(table, *samples_parts(run_id, chunk), row_group_size=65536)
     bar.update()
 
     tree = cKDTree(xy)
@@ -89,9 +89,9 @@ def write_run(lake: Lake | str, run_id: str, n: int, prompts: list[str], tags: l
     lake.write_parquet(pa.table({
         "run_id": pa.array([run_id] * n, pa.string()), "layer": pa.array([LAYER] * n, pa.string()),
         "step": np.zeros(n, np.int16), "pooling": pa.array([POOLING] * n, pa.string()), "sample_id": ids,
-        "neighbour_ids": pa.FixedSizeListArray.from_arrays(pa.array(neighbour_ids.reshape(-1)), graph_k),
-        "distances": pa.FixedSizeListArray.from_arrays(pa.array(neighbour_d.reshape(-1)), graph_k),
-    }), "indexes", run_id, LAYER, POOLING, f"step-{STEP:04d}-{inputs}.parquet", row_group_size=4096)
+        "neighbour_ids": pa.FixedSizeListArray.from_arrays(pa.array(neighbour_ids.reshape(-1), pa.int64()), graph_k),
+        "distances": pa.FixedSizeListArray.from_arrays(pa.array(neighbour_d.reshape(-1), pa.float32()), graph_k),
+    }, schema=indexes_schema(graph_k)), *graph_parts(run_id, LAYER, POOLING, STEP, inputs), row_group_size=4096)
     bar.update()
 
     params = LayoutParams(seed=seed)
@@ -104,7 +104,7 @@ def write_run(lake: Lake | str, run_id: str, n: int, prompts: list[str], tags: l
         "method": pa.array(["synthetic"] * n, pa.string()), "params_hash": pa.array([digest] * n, pa.string()),
         "params": pa.array([description] * n, pa.string()), "sample_id": ids,
         "x": xy[:, 0], "y": xy[:, 1], "knn_overlap": np.ones(n, np.float32),
-    }), *key.parts())
+    }, schema=EMBEDDINGS_SCHEMA), *key.parts())
     bar.update()
 
     event = {f.name: None for f in RUNS_SCHEMA}
@@ -112,7 +112,6 @@ def write_run(lake: Lake | str, run_id: str, n: int, prompts: list[str], tags: l
               "layers": [LAYER], "poolings": [POOLING], "n_samples": n, "seed": seed, "config_hash": inputs,
               "plan": json.dumps({"kind": "synthetic", "prompts": len(prompts)}), "started_at": now,
               "updated_at": now, "schema_version": SCHEMA_VERSION}
-    lake.write_parquet(pa.Table.from_pylist([event], schema=RUNS_SCHEMA), "runs", run_id,
-                       f"r0000-{now:%Y%m%dT%H%M%S%fZ}-complete.parquet")
+    lake.write_parquet(pa.Table.from_pylist([event], schema=RUNS_SCHEMA), *runs_parts(run_id, 0, now, "complete"))
     bar.close()
     return key

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from ingest.lake import Lake
+from store.lake import Lake, chunk_name
 
 
 class MissingLayerError(ValueError):
@@ -33,7 +33,7 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     paths = shard_paths(lake, run_id, layer, pooling)
     if committed_only:
-        committed = {f"chunk-{c:06d}.parquet" for c in lake.committed_chunks(run_id)}
+        committed = {chunk_name(c) for c in lake.committed_chunks(run_id)}
         paths = [p for p in paths if p.rsplit("/", 1)[1] in committed]
     if not paths:
         raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "

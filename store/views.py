@@ -16,47 +16,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from ingest.lake import RUNS_SCHEMA, SAMPLES_SCHEMA, Lake
+from store.lake import TABLE_SCHEMAS, Lake
 from store.shards import CorruptShardWarning, unreadable, warn_skipped  # noqa: F401 (CorruptShardWarning: public here too)
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 VIEWS_FILE = SQL_DIR / "views.sql"
 READ_PARQUET = re.compile(r"read_parquet\('\{lake\}/(?P<table>\w+)/(?P<glob>[^']*)'[^)]*\)")
-
-ACTIVATIONS_COLUMNS = pa.schema([
-    ("run_id", pa.string()), ("sample_id", pa.int64()), ("layer", pa.string()), ("step", pa.int16()),
-    ("noise_level", pa.float32()), ("pooling", pa.string()), ("vector", pa.list_(pa.float32())),
-])
-EMBEDDINGS_COLUMNS = pa.schema([
-    ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int16()), ("pooling", pa.string()),
-    ("method", pa.string()), ("params_hash", pa.string()), ("params", pa.string()), ("sample_id", pa.int64()),
-    ("x", pa.float32()), ("y", pa.float32()), ("knn_overlap", pa.float32()),
-])
-NEIGHBOURS_COLUMNS = pa.schema([
-    ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int16()), ("pooling", pa.string()),
-    ("sample_id", pa.int64()), ("neighbour_ids", pa.list_(pa.int64())), ("distances", pa.list_(pa.float32())),
-])
-COMPARISONS_COLUMNS = pa.schema([
-    ("run_a", pa.string()), ("run_b", pa.string()), ("layer", pa.string()), ("pooling", pa.string()),
-    ("step_a", pa.int16()), ("step_b", pa.int16()), ("samples", pa.int64()), ("k", pa.int32()),
-    ("mean_knn_jaccard", pa.float64()), ("linear_cka", pa.float64()), ("most_changed", pa.list_(pa.int64())),
-    ("most_changed_jaccard", pa.list_(pa.float64())),
-])
-DIVERSITY_COLUMNS = pa.schema([
-    ("run_id", pa.string()), ("layer", pa.string()), ("pooling", pa.string()), ("step", pa.int16()),
-    ("label", pa.string()), ("samples", pa.int64()), ("measured", pa.int64()), ("mean_pairwise_distance", pa.float64()),
-    ("knn_purity", pa.float64()), ("near_duplicate_pairs", pa.int64()), ("threshold", pa.float64()),
-    ("vendi_score", pa.float64()), ("example_pair", pa.list_(pa.int64())),
-])
-SELECTIONS_COLUMNS = pa.schema([
-    ("selection", pa.string()), ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int64()),
-    ("sample_id", pa.int64()), ("seed", pa.int64()), ("class_id", pa.int64()), ("label", pa.string()),
-    ("prompt", pa.string()), ("tags", pa.string()), ("x", pa.float32()), ("y", pa.float32()),
-    ("saved_at", pa.timestamp("us", tz="UTC")),
-])
-TABLE_SCHEMAS = {"selections": SELECTIONS_COLUMNS, "comparisons": COMPARISONS_COLUMNS, "diversity": DIVERSITY_COLUMNS, "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA, "activations": ACTIVATIONS_COLUMNS,
-                 "embeddings": EMBEDDINGS_COLUMNS, "indexes": NEIGHBOURS_COLUMNS}
-
 
 def duckdb_type(arrow_type: pa.DataType) -> str:
     if pa.types.is_string(arrow_type):

@@ -127,6 +127,50 @@ def paired_lake(tmp_path_factory, digits_lake, embedded_lake) -> dict:
     return {"lake": lake, "student": embedded_lake["run_id"], "teacher": teacher}
 
 
+HOSTILE_PROMPT = "<script>alert(1)</script>"
+HOSTILE_PROMPTS = [HOSTILE_PROMPT, "<img src=x onerror=alert(2)>", "a photo of a 'quoted\" cat"]
+
+
+@pytest.fixture(scope="session")
+def hostile_lake(tmp_path_factory, embedded_lake) -> dict:
+    """`embedded_lake` plus a synthetic prompt run `hostile` (600 samples) whose prompts and tags are
+    hostile HTML (do not modify)."""
+    import shutil
+
+    from store.synthetic import write_run
+
+    lake = tmp_path_factory.mktemp("hostile") / "lake"
+    shutil.copytree(embedded_lake["lake"], lake)
+    write_run(lake, "hostile", 600, HOSTILE_PROMPTS, tags=["<b>bold</b>", "plain"])
+    return {"lake": lake, "run_id": embedded_lake["run_id"]}
+
+
+TINY_PROMPTS = ["a red cat", "<script>alert(1)</script> on a table", "mountains at dawn"]
+
+
+@pytest.fixture(scope="session")
+def bases(tmp_path_factory) -> dict:
+    """Tiny SDXL and SD1.5 base pipelines built in code, DMD2-style UNet checkpoints and an SDXL LoRA (do not
+    modify)."""
+    import torch
+
+    from ingest.models import random_pipelines as tiny
+
+    root = tmp_path_factory.mktemp("tiny-pipelines")
+    sdxl = tiny.save_base(root / "sdxl", sdxl=True)
+    sd15 = tiny.save_base(root / "sd15", sdxl=False)
+    prompts = root / "prompts.txt"
+    prompts.write_text("\n".join(TINY_PROMPTS) + "\n")
+    return {
+        "root": root, "sdxl": sdxl, "sd15": sd15, "prompts": prompts,
+        "sdxl_bin": tiny.save_dmd2_unet(sdxl, root / "dmd2_sdxl_unet_fp16.bin", seed=1),
+        "sdxl_safetensors": tiny.save_dmd2_unet(sdxl, root / "dmd2_sdxl_unet_fp16.safetensors", seed=1),
+        "sd15_bin": tiny.save_dmd2_unet(sd15, root / "sd15_pytorch_model.bin", seed=2, dtype=torch.float32),
+        "lora": tiny.save_lora(sdxl, root / "lora" / "dmd2_sdxl_4step_lora_fp16.safetensors", seed=3),
+    }
+
+
+
 # --- the browser: Debian's Chromium driven by Playwright ------------------------------------------
 
 
@@ -286,8 +330,6 @@ def class_colour_shares(pixels, class_ids) -> dict[int, float]:
 
 def dark_pixels_near(pixels, px: float, py: float, radius: int = 12) -> int:
     """How many near-black pixels lie within `radius` pixels of (px, py) of a map's pixels (rings)."""
-    import numpy as np
-
     h, w = pixels.shape[:2]
     y0, y1, x0, x1 = max(0, int(py) - radius), min(h, int(py) + radius), max(0, int(px) - radius), min(w, int(px) + radius)
     window = pixels[y0:y1, x0:x1].astype(int)

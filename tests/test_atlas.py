@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from store import maps
+from store import catalogue, maps
 from store.atlas import atlas_command, export_atlas
 from store.neighbours import build_graph
 from tests.conftest import REPO
@@ -20,7 +20,7 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def exported(embedded_lake, tmp_path_factory):
     lake = embedded_lake["lake"]
-    key = next(k for k in maps.list_layouts(lake) if k.run_id == embedded_lake["run_id"])
+    key = next(k for k in catalogue.list_layouts(lake) if k.run_id == embedded_lake["run_id"])
     out = tmp_path_factory.mktemp("atlas") / "atlas.parquet"
     rows = export_atlas(lake, key, out, k=10)
     return {"lake": lake, "key": key, "out": out, "rows": rows, "table": pq.read_table(out)}

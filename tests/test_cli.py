@@ -78,7 +78,7 @@ def test_explicit_sample_seeds(tmp_path):
 def test_one_plan_through_two_models_makes_paired_runs(tmp_path):
     from store import connect
     from store.compare import check_paired
-    from ingest.lake import Lake
+    from store.lake import Lake
 
     lake = tmp_path / "lake"
     result = run_cli("run", "--lake", str(lake), "--model", "digits-dmd2,digits-edm", "--run-id", "student,teacher",

@@ -12,7 +12,7 @@ import pytest
 
 from dashboards.browser import ALL_PLOTS_JS, RASTER_SPANS_JS
 from dashboards.comparison_view import ComparisonView, chance_jaccard, describe_comparison
-from store import connect, maps
+from store import catalogue, connect
 from tests.conftest import DIGITS_LAYERS, REPO, images_loaded
 
 SCREENSHOT = REPO / ".cache" / "screenshots" / "compare.png"
@@ -21,7 +21,7 @@ SCREENSHOT = REPO / ".cache" / "screenshots" / "compare.png"
 @pytest.fixture(scope="module")
 def view(paired_lake):
     lake = str(paired_lake["lake"])
-    return ComparisonView(lake, connect(lake), maps.list_layouts(lake))
+    return ComparisonView(lake, connect(lake), catalogue.list_layouts(lake))
 
 
 def choose(view, step_b: int) -> None:
@@ -114,7 +114,7 @@ def test_a_layer_shows_both_runs_linked(view, paired_lake):
 
 def test_a_missing_layout_is_named_with_the_command_that_makes_it(paired_lake):
     lake = str(paired_lake["lake"])
-    without_teacher_step0 = [k for k in maps.list_layouts(lake)
+    without_teacher_step0 = [k for k in catalogue.list_layouts(lake)
                              if not (k.run_id == paired_lake["teacher"] and k.step == 0)]
     view = ComparisonView(lake, connect(lake), without_teacher_step0)
     choose(view, 0)

@@ -114,8 +114,11 @@ def test_killed_layout_leaves_the_previous_versions_usable(embedded, tmp_path, f
     assert killed.returncode == -signal.SIGKILL
     after = stored_layouts(lake)
     assert set(before) <= set(after)  # every earlier version still there, whole
+    left = list(lake.rglob(".*.tmp"))
+    assert bool(left) == (failpoint != "after-rename:2")  # killed before its rename, a shard stays a temporary
     assert embed_cli(lake, "--min-dist", "0.3").returncode == 0
     assert len(stored_layouts(lake)) == len(before) + len(embedded["results"])
+    assert list(lake.rglob(".*.tmp")) == []  # the next embed removed what the killed one left
 
 
 def test_killed_graph_build_is_rebuilt(digits_lake, tmp_path):

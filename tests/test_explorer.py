@@ -14,26 +14,24 @@ import pytest
 
 from dashboards.browser import PLOT_JS as PLOT_GEOMETRY_JS  # the plot's frame and ranges, read in the page
 from dashboards.browser import MARKER_ROLES_JS, coloured_fraction, map_pixels, plot_geometries
-from store import maps
+from store import catalogue, maps
+from store.lake import LayoutKey
 from store.neighbours import build_graph
-from store.synthetic import write_run
-from dashboards.map_tab import MapTab
 from tests.conftest import (REPO, Server, checked_page, class_colour_shares, dark_pixels_near, images_loaded,
                             isolated_point, our_warnings)
+from tests.conftest import HOSTILE_PROMPT, HOSTILE_PROMPTS
 
 pytestmark = pytest.mark.browser
 
-HOSTILE_PROMPT = "<script>alert(1)</script>"
-HOSTILE_PROMPTS = [HOSTILE_PROMPT, "<img src=x onerror=alert(2)>", "a photo of a 'quoted\" cat"]
+
 SCREENSHOT = REPO / ".cache" / "screenshots" / "explorer.png"
 
 @pytest.fixture(scope="module")
-def served(embedded_lake, tmp_path_factory):
+def served(hostile_lake, tmp_path_factory):
     lake = tmp_path_factory.mktemp("served") / "lake"
-    shutil.copytree(embedded_lake["lake"], lake)
-    write_run(lake, "hostile", 600, HOSTILE_PROMPTS, tags=["<b>bold</b>", "plain"])
+    shutil.copytree(hostile_lake["lake"], lake)
     server = Server(lake)
-    yield {"url": server.url, "lake": lake, "run_id": embedded_lake["run_id"], "server": server}
+    yield {"url": server.url, "lake": lake, "run_id": hostile_lake["run_id"], "server": server}
     server.stop()
 
 
@@ -115,9 +113,9 @@ def wait_for_pixels_to_change(page, before: np.ndarray, index: int = 0, timeout:
     raise AssertionError("the map's pixels did not change")
 
 
-def default_key(served) -> maps.LayoutKey:
+def default_key(served) -> LayoutKey:
     """The layout the page opens on for the served student run: its newest full layout."""
-    return maps.newest_full_layout(served["lake"], [k for k in maps.list_layouts(served["lake"])
+    return catalogue.newest_full_layout(served["lake"], [k for k in catalogue.list_layouts(served["lake"])
                                                      if k.run_id == served["run_id"]])
 
 
@@ -175,7 +173,7 @@ def test_page_loads_and_draws_the_map(served, page):
 
 def test_class_filter_redraws_only_that_class_fitted(served, page):
     open_explorer(page, served["url"], f"?run={served['run_id']}")
-    key = maps.newest_full_layout(served["lake"], [k for k in maps.list_layouts(served["lake"])
+    key = catalogue.newest_full_layout(served["lake"], [k for k in catalogue.list_layouts(served["lake"])
                                                     if k.run_id == served["run_id"]])
     points = maps.points_for(served["lake"], key)
     classes = sorted(points.class_names)
@@ -200,7 +198,7 @@ def test_colour_by_density_changes_the_map_and_the_legend(served, page):
     before = map_pixels(page)
     page.locator("select:has(option:text-is('density'))").select_option(label="density")
     after = wait_for_pixels_to_change(page, before)
-    key = maps.newest_full_layout(served["lake"], [k for k in maps.list_layouts(served["lake"])
+    key = catalogue.newest_full_layout(served["lake"], [k for k in catalogue.list_layouts(served["lake"])
                                                     if k.run_id == served["run_id"]])
     classes = sorted(maps.points_for(served["lake"], key).class_names)
     assert max(class_colour_shares(before, classes).values()) < 0.5
@@ -210,17 +208,17 @@ def test_colour_by_density_changes_the_map_and_the_legend(served, page):
     assert page.problems == []
 
 
-def best_separated_layout(lake: Path, run_id: str) -> maps.LayoutKey:
+def best_separated_layout(lake: Path, run_id: str) -> LayoutKey:
     """The run's layout whose 2-D map keeps classes apart best (10-NN class purity on the map)."""
     from sklearn.neighbors import NearestNeighbors
 
-    def purity(key: maps.LayoutKey) -> float:
+    def purity(key: LayoutKey) -> float:
         frame = maps.load_points(lake, key).frame
         _, rows = NearestNeighbors(n_neighbors=11).fit(frame[["x", "y"]]).kneighbors(frame[["x", "y"]])
         labels = frame["class_id"].to_numpy()
         return float((labels[rows[:, 1:]] == labels[:, None]).mean())
 
-    full = maps.full_layouts(lake, [k for k in maps.list_layouts(lake) if k.run_id == run_id])
+    full = catalogue.full_layouts(lake, [k for k in catalogue.list_layouts(lake) if k.run_id == run_id])
     return max(full, key=purity)  # full layouts only: the page opens a layer on its newest full layout
 
 
@@ -297,7 +295,7 @@ def test_thumbnails_select_remove_and_collect(served, page):
 
 
 def test_switching_layers_keeps_the_selection_and_redraws(served, page):
-    keys = [k for k in maps.list_layouts(served["lake"]) if k.run_id == served["run_id"]]
+    keys = [k for k in catalogue.list_layouts(served["lake"]) if k.run_id == served["run_id"]]
     first = keys[0]
     points = maps.points_for(served["lake"], first)
     sample = int(points.frame["sample_id"].iat[7])
@@ -359,12 +357,12 @@ def test_recompute_layout_runs_once_in_the_background_and_is_shown(served, page)
     open_explorer(page, served["url"], f"?run={served['run_id']}&classes=1,7")
     subset = shown_count(page)
     assert 0 < subset < 300
-    before = set(maps.list_layouts(served["lake"]))
+    before = set(catalogue.list_layouts(served["lake"]))
     pixels = map_pixels(page)
     page.get_by_role("button", name="Recompute layout").dblclick()  # a double click runs one job
     page.wait_for_selector(".lens-recompute-status", timeout=10_000)
     page.wait_for_selector(".lens-recompute-done", timeout=240_000)
-    new = set(maps.list_layouts(served["lake"])) - before
+    new = set(catalogue.list_layouts(served["lake"])) - before
     assert len(new) == 1
     key = new.pop()
     points = maps.load_points(served["lake"], key)
@@ -379,40 +377,6 @@ def test_recompute_layout_runs_once_in_the_background_and_is_shown(served, page)
     shares = class_colour_shares(after, sorted(points.class_names))
     assert shares[1] + shares[7] > 0.97  # the subset keeps the classes' colours
     assert page.problems == []
-
-
-def test_malformed_url_parameters_are_ignored_with_a_notice(served):
-    tab = MapTab(str(served["lake"]), {"run": "../../etc", "layer": "<b>x</b>", "sample": "1e9'",
-                                       "classes": "3,drop", "step": "-1"})
-    notices = tab.notices.object
-    assert notices.count("lens-notice") == 4  # run, layer, sample, classes (step falls back silently)
-    assert "&lt;b&gt;x&lt;/b&gt;" in notices and "<b>x</b>" not in notices
-    assert tab.state.selected_id is None and tab.filters.classes.value == []
-    assert int(tab.state.keep.sum()) == len(tab.state.points)
-
-
-def test_box_selection_opens_a_gallery_outlines_it_and_exports(served):
-    import io
-
-    import pandas as pd
-
-    from dashboards.gallery import PAGE_SIZE
-
-    tab = MapTab(str(served["lake"]), {"run": "hostile"})
-    xy = tab.state.points.frame[["x", "y"]].to_numpy()
-    box = (xy[:, 0].min(), xy[:, 1].min(), np.median(xy[:, 0]), xy[:, 1].max())
-    tab.map._box(bounds=box)
-    inside = (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])
-    selected = len(tab.state.region_rows)
-    assert selected == int(inside.sum()) and 0 < selected < len(xy)
-    assert f">{selected:,}<" in tab.gallery.info.object
-    assert [c["sample"] for c in tab.gallery.thumbs.items] == list(
-        tab.state.points.frame["sample_id"].to_numpy()[np.flatnonzero(inside)][:PAGE_SIZE])
-    assert "&lt;script&gt;" in tab.gallery.info.object
-    outline = tab.map.outline.data[0]  # the region stays outlined on the map
-    assert outline[:, 0].min() == box[0] and outline[:, 0].max() == box[2]
-    exported = pd.read_csv(io.BytesIO(tab.gallery.export("csv").getvalue()), keep_default_na=False)
-    assert len(exported) == selected and set(exported["prompt"]) <= set(HOSTILE_PROMPTS)
 
 
 def test_a_selection_made_in_the_browser_is_read_back_in_python(served, page):
@@ -456,28 +420,6 @@ def test_the_page_renders_for_a_notebook_with_inline_images(served):
         assert base64.b64decode(source.split(",", 1)[1])[:4] in (b"\x89PNG", b"RIFF")
     finally:
         inline_images(None)
-
-
-def test_trajectories_follow_the_selection_and_are_thinned(paired_lake, monkeypatch):
-    import dashboards.trajectories as trajectories_module
-
-    lake = str(paired_lake["lake"])
-    teacher = MapTab(lake, {"run": paired_lake["teacher"]})
-    teacher.select_sample(5)
-    teacher.trajectories.toggle.value = True
-    info, paths = teacher.trajectories.info, teacher.map.paths
-    assert "data-kind='steps'" in info.object and "step 0 → step 7" in info.object
-    assert len(paths.data) == 1 and paths.data[0].shape == (2, 2)
-    monkeypatch.setattr(trajectories_module, "MAX_PATHS", 50)
-    xy = teacher.state.points.frame[["x", "y"]].to_numpy()
-    teacher.map._box(bounds=(xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()))
-    assert len(paths.data) == 50 and "a random 50 of 300" in info.object
-    student = MapTab(lake, {"run": paired_lake["student"], "layer": "enc.8x8_block0"})
-    student.select_sample(5)
-    student.trajectories.toggle.value = True
-    assert "data-kind='layers'" in student.trajectories.info.object and student.map.paths.data[0].shape == (3, 2)
-    student.trajectories.toggle.value = False
-    assert student.map.paths.data == []
 
 
 PATHS_JS = """

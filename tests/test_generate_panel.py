@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dashboards.browser import MARKER_ROLES_JS, PLOT_JS
-from store import connect, maps
+from store import catalogue, connect
 from store.placement import place_run
 from tests.conftest import images_loaded
 
@@ -38,7 +38,7 @@ def test_generate_a_digit_into_the_map(paired_server, paired_page):
     rows = connect(lake).sql("SELECT seed, class_id FROM samples WHERE run_id = $r", params={"r": run_id}).fetchall()
     assert rows == [(42, 7)]  # appended to the lake as a run of its own
     layer = page.locator("select").nth(1).input_value()
-    key = next(k for k in maps.list_layouts(lake) if k.run_id == student and k.layer == layer)
+    key = next(k for k in catalogue.list_layouts(lake) if k.run_id == student and k.layer == layer)
     expected = [int(i) for i in place_run(lake, key, run_id, k=10)["neighbour_ids"].iat[0]]
     shown = [int(s) for s in page.locator(".lens-generated-neighbours").last.locator(".lens-thumb").evaluate_all(
         "els => els.map(e => e.dataset.sample)")]

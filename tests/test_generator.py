@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ingest.generator import EDMGenerator, per_sample_noise
+from ingest.generator import EDMGenerator
+from ingest.samplers import per_sample_noise
 from ingest.models.presets import get_spec, load_denoiser
 from ingest.plan import class_plan
 

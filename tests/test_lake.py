@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.lake import Lake, LakeError, check_run_id, chunk_name, chunk_of
+from store.lake import Lake, LakeError, check_run_id, chunk_name, chunk_of
 
 
 def test_atomic_write_leaves_only_the_final_file(tmp_path):
@@ -66,3 +66,43 @@ def test_object_store_uris_write_in_place():
     assert lake.committed_chunks("run1") == {0, 3}
     assert pq.read_table(lake.path("samples", "run1", chunk_name(3)), filesystem=lake.fs).column("x").to_pylist() == [2]
     assert lake.remove_temporaries("run1", [0]) == 0
+
+
+def test_run_ids_are_matched_whole():
+    for bad in ("abc\n", "abc\nrm", "", "-x", "a/b", None, "a" * 129):
+        with pytest.raises(LakeError):
+            check_run_id(bad)
+    assert check_run_id("a" * 128) == "a" * 128
+
+
+def test_file_names_round_trip():
+    from store.lake import LayoutKey, graph_parts, parse_step_file_name, step_file_name
+
+    assert parse_step_file_name(step_file_name(7, "abc")) == (7, "abc")
+    assert parse_step_file_name("chunk-000001.parquet") is None and parse_step_file_name(".step-0001-x.tmp") is None
+    assert LayoutKey("r", "l", "mean", 3, "h").parts()[-1] == "step-0003-h.parquet"
+    assert graph_parts("r", "l", "mean", 3, "i") == ("indexes", "r", "l", "mean", "step-0003-i.parquet")
+    with pytest.raises(LakeError):
+        graph_parts("../x", "l", "mean", 0, "i")
+
+
+def test_orphan_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    from store.lake import TEMPORARY_OWNER
+
+    lake = Lake(tmp_path)
+    folder = tmp_path / "embeddings" / "run" / "layer"
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    orphan = folder / f".step-0000-a.parquet.{host}~{int(dead.stdout)}-{uuid.uuid4().hex}.tmp"
+    live = folder / f".step-0000-b.parquet.{TEMPORARY_OWNER}-{uuid.uuid4().hex}.tmp"
+    elsewhere = folder / f".step-0000-c.parquet.other-host~1-{uuid.uuid4().hex}.tmp"
+    for path in (orphan, live, elsewhere):
+        path.write_bytes(b"partial")
+    assert lake.remove_orphan_temporaries("embeddings") == 1
+    assert not orphan.exists() and live.exists() and elsewhere.exists()

@@ -10,19 +10,20 @@ import pytest
 
 from dashboards.browser import ALL_PLOTS_JS, MARKER_ROLES_JS, coloured_fraction, map_pixels
 from dashboards.linked_maps import LinkedMaps, SideBySide, default_layouts
-from store import connect, maps
+from store import catalogue, connect, maps
+from store.lake import LayoutKey
 from store.neighbours import build_graph
 from tests.conftest import DIGITS_LAYERS, click_in_plot, images_loaded, isolated_point
 
 
-def student_keys(lake, run_id: str) -> list[maps.LayoutKey]:
+def student_keys(lake, run_id: str) -> list[LayoutKey]:
     order = DIGITS_LAYERS.split(",")
-    return sorted((k for k in maps.list_layouts(lake) if k.run_id == run_id), key=lambda k: order.index(k.layer))
+    return sorted((k for k in catalogue.list_layouts(lake) if k.run_id == run_id), key=lambda k: order.index(k.layer))
 
 
 def test_default_layouts_spread_layers_or_steps():
     def key(layer, step):
-        return maps.LayoutKey("r", layer, "mean", step, f"h{layer}{step}")
+        return LayoutKey("r", layer, "mean", step, f"h{layer}{step}")
 
     order = [f"l{i}" for i in range(7)]
     chosen = default_layouts([key(layer, 3) for layer in order] + [key("l0", 1)], order)
@@ -77,7 +78,7 @@ def test_panels_are_aligned_onto_the_first(paired_lake):
     lake = str(paired_lake["lake"])
     keys = student_keys(lake, paired_lake["student"])
     raw = [maps.points_for(lake, k) for k in keys]
-    side = SideBySide(lake, connect(lake), maps.list_layouts(lake))
+    side = SideBySide(lake, connect(lake), catalogue.list_layouts(lake))
     side.run.value = paired_lake["teacher"]
     side.run.value = paired_lake["student"]
     assert [p.points.key for p in side.linked.panels] == keys

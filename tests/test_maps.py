@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from store import connect, maps
+from store import catalogue, connect, maps
+from store.lake import LayoutKey
 from store.embed import EmbedError, embed_subset
 from store.layouts import LayoutParams
 from store.neighbours import build_graph
@@ -28,12 +29,12 @@ def lake(embedded_lake, tmp_path_factory):
     return {"root": root, "run_id": embedded_lake["run_id"]}
 
 
-def digits_key(lake) -> maps.LayoutKey:
-    return next(k for k in maps.list_layouts(lake["root"]) if k.run_id == lake["run_id"])
+def digits_key(lake) -> LayoutKey:
+    return next(k for k in catalogue.list_layouts(lake["root"]) if k.run_id == lake["run_id"])
 
 
 def test_list_layouts_names_every_stored_layout(lake):
-    keys = maps.list_layouts(lake["root"])
+    keys = catalogue.list_layouts(lake["root"])
     rows = connect(lake["root"]).sql("SELECT run_id, layer, pooling, step, params_hash FROM layouts").fetchall()
     assert sorted((k.run_id, k.layer, k.pooling, k.step, k.params_hash) for k in keys) == sorted(rows)
 
@@ -56,7 +57,7 @@ def test_filters_by_class_prompt_and_tag(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     keep = points.mask(classes=[3, 5])
     assert keep.sum() == points.frame["class_id"].isin([3, 5]).sum() > 0
-    prompts = maps.load_points(lake["root"], next(k for k in maps.list_layouts(lake["root"]) if k.run_id == "prompts"))
+    prompts = maps.load_points(lake["root"], next(k for k in catalogue.list_layouts(lake["root"]) if k.run_id == "prompts"))
     for text in ("QUOTED", "drop table", "<script>", "'", "%", "_"):
         expected = prompts.frame["prompt"].astype(str).str.lower().str.contains(text.lower(), regex=False)
         assert (prompts.mask(prompt=text) == expected.to_numpy()).all(), text
@@ -118,7 +119,7 @@ def test_images_come_only_from_the_lake(lake):
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_selection_export_round_trips(lake, fmt):
-    points = maps.load_points(lake["root"], next(k for k in maps.list_layouts(lake["root"]) if k.run_id == "prompts"))
+    points = maps.load_points(lake["root"], next(k for k in catalogue.list_layouts(lake["root"]) if k.run_id == "prompts"))
     rows = np.arange(0, 40, 3)
     frame = maps.selection_frame(points, rows)
     data = maps.export_selection(frame, fmt)
@@ -132,7 +133,7 @@ def test_subset_layout_is_saved_beside_the_full_one(lake):
     points = maps.load_points(lake["root"], key)
     ids = points.frame["sample_id"].to_numpy()[points.mask(classes=[1, 7])]
     new = embed_subset(lake["root"], key, ids, LayoutParams(n_neighbors=10, seed=3))
-    assert new in maps.list_layouts(lake["root"]) and new.params_hash != key.params_hash
+    assert new in catalogue.list_layouts(lake["root"]) and new.params_hash != key.params_hash
     sub = maps.load_points(lake["root"], new)
     assert sorted(sub.frame["sample_id"]) == sorted(ids)
     assert embed_subset(lake["root"], key, ids, LayoutParams(n_neighbors=10, seed=3)) == new  # reused
@@ -192,7 +193,7 @@ def test_trajectories_run_across_steps_or_layers(paired_lake):
     from tests.conftest import DIGITS_LAYERS
 
     lake = paired_lake["lake"]
-    layouts = maps.list_layouts(lake)
+    layouts = catalogue.list_layouts(lake)
     order = DIGITS_LAYERS.split(",")
     teacher_key = next(k for k in layouts if k.run_id == paired_lake["teacher"] and k.step == 7)
     kind, keys = maps.trajectory_layouts(layouts, teacher_key, order)
@@ -212,9 +213,9 @@ def test_trajectories_run_across_steps_or_layers(paired_lake):
 
 
 def test_labels_read_well():
-    assert maps.sample_label(3, "3", None) == "3"  # a class named by its id shows once
-    assert maps.sample_label(417, "balloon (n02782093)", None) == "417: balloon (n02782093)"
-    assert maps.sample_label(None, None, "a photo: of a cat") == "a photo: of a cat"
+    assert catalogue.sample_label(3, "3", None) == "3"  # a class named by its id shows once
+    assert catalogue.sample_label(417, "balloon (n02782093)", None) == "417: balloon (n02782093)"
+    assert catalogue.sample_label(None, None, "a photo: of a cat") == "a photo: of a cat"
 
 
 def test_layout_names_default_layout_and_fixed_class_colours(embedded_lake, tmp_path):
@@ -226,25 +227,25 @@ def test_layout_names_default_layout_and_fixed_class_colours(embedded_lake, tmp_
     lake = tmp_path / "lake"
     shutil.copytree(embedded_lake["lake"], lake)
     run_id = embedded_lake["run_id"]
-    full = maps.newest_full_layout(lake, [k for k in maps.list_layouts(lake) if k.run_id == run_id])
+    full = catalogue.newest_full_layout(lake, [k for k in catalogue.list_layouts(lake) if k.run_id == run_id])
     points = maps.points_for(lake, full)
-    info = maps.layout_info(lake, full)
+    info = catalogue.layout_info(lake, full)
     assert not info.subset and f"{len(points)} points · full" in info.name and full.params_hash not in info.name
     assert "n_neighbors 15, min_dist 0.1, seed 0" in info.name
     ids = points.frame["sample_id"].to_numpy()[np.isin(points.frame["class_id"], [1, 7])]
     time.sleep(0.01)
     subset = embed_subset(lake, full, ids, description="classes 1, 7")
-    same_layer = [k for k in maps.list_layouts(lake) if (k.run_id, k.layer) == (run_id, full.layer)]
-    assert maps.newest_full_layout(lake, same_layer) == full  # never the newer subset
-    sub_info = maps.layout_info(lake, subset)
+    same_layer = [k for k in catalogue.list_layouts(lake) if (k.run_id, k.layer) == (run_id, full.layer)]
+    assert catalogue.newest_full_layout(lake, same_layer) == full  # never the newer subset
+    sub_info = catalogue.layout_info(lake, subset)
     assert sub_info.subset and f"{len(ids)} points · subset: classes 1, 7" in sub_info.name
     sub_points = maps.load_points(lake, subset)
     # a class keeps its palette colour in the subset (the colour code is the class id)
     for cid in (1, 7):
         full_code = points.colour_codes("label")[list(points.frame["label"].cat.categories).index(
-            maps.sample_label(cid, points.class_names[cid], None))]
+            catalogue.sample_label(cid, points.class_names[cid], None))]
         sub_code = sub_points.colour_codes("label")[list(sub_points.frame["label"].cat.categories).index(
-            maps.sample_label(cid, sub_points.class_names[cid], None))]
+            catalogue.sample_label(cid, sub_points.class_names[cid], None))]
         assert full_code == sub_code == cid
     assert sub_points.class_names == points.class_names  # every class of the run, not only the subset's
     assert points.class_of_label("7") == 7 and points.class_of_label("7: 7") == 7

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ingest.lake import Lake
+from store.lake import Lake
 from store import connect
 from store.neighbours import approximate_knn, build_graph, exact_knn, neighbours_of_vector, normalise
 

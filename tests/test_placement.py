@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ingest.interactive import generate_like
-from store import maps
+from store import catalogue, maps
 from store.placement import place_run, place_vectors
 from store.vectors import load_matrix
 
@@ -17,7 +17,7 @@ from store.vectors import load_matrix
 def lake(paired_lake, tmp_path_factory):
     root = tmp_path_factory.mktemp("placement") / "lake"
     shutil.copytree(paired_lake["lake"], root)
-    key = next(k for k in maps.list_layouts(root) if k.run_id == paired_lake["student"])
+    key = next(k for k in catalogue.list_layouts(root) if k.run_id == paired_lake["student"])
     return {"root": root, "student": paired_lake["student"], "key": key}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.lake import Lake
+from store.lake import Lake
 from ingest.run import IngestConfig, RunLock, run_ingest
 from store import connect
 from tests.conftest import REPO
@@ -130,3 +130,32 @@ def test_a_full_disk_fails_cleanly_and_the_run_resumes(tmp_path, clean_run):
     resumed = ingest(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert lake_contents(tmp_path) == clean_run
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(poolings=("nope",)), "unknown --pool nope"),
+    (dict(workers=0), "must be at least 1"),
+    (dict(layers="no.such.layer"), "no.such.layer"),
+    (dict(dtype="fp8"), "unknown --dtype"),
+])
+def test_bad_options_write_nothing(tmp_path, change, message):
+    """Validation happens before anything reaches the lake: no `failed` run is left for `make embed`."""
+    import dataclasses
+
+    from ingest.run import IngestConfig, run_ingest
+
+    lake = tmp_path / "lake"
+    config = dataclasses.replace(IngestConfig(lake=str(lake), n=8, progress=False), **change)
+    with pytest.raises(ValueError, match=message):
+        run_ingest(config)
+    assert not lake.exists() or not list(lake.rglob("*.parquet"))
+
+
+def test_a_checkpoint_of_another_architecture_writes_nothing(tmp_path, tiny_edm_dir):
+    from ingest.checkpoints import CheckpointError
+    from ingest.run import IngestConfig, run_ingest
+
+    lake = tmp_path / "lake"
+    with pytest.raises(CheckpointError):
+        run_ingest(IngestConfig(lake=str(lake), n=8, progress=False, checkpoint=str(tiny_edm_dir / "pytorch_model.bin")))
+    assert not lake.exists() or not list(lake.rglob("*.parquet"))

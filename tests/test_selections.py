@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from store import connect, maps
+from store import catalogue, connect, maps
 from store.selections import SelectionError, list_selections, read_selection, save_selection
 
 
@@ -19,7 +19,7 @@ def lake(embedded_lake, tmp_path):
 
 
 def test_saved_selections_read_back_and_show_in_sql(lake):
-    key = maps.list_layouts(lake)[0]
+    key = catalogue.list_layouts(lake)[0]
     points = maps.load_points(lake, key)
     frame = maps.selection_frame(points, np.array([3, 1, 4]))
     save_selection(lake, "three", frame)
@@ -33,7 +33,7 @@ def test_saved_selections_read_back_and_show_in_sql(lake):
 
 @pytest.mark.parametrize("name", ["../evil", "", "a/b", "x" * 200])
 def test_bad_names_and_empty_selections_are_refused(lake, name):
-    points = maps.load_points(lake, maps.list_layouts(lake)[0])
+    points = maps.load_points(lake, catalogue.list_layouts(lake)[0])
     with pytest.raises(SelectionError, match="invalid selection name"):
         save_selection(lake, name, maps.selection_frame(points, np.array([0])))
     with pytest.raises(SelectionError, match="empty"):

@@ -38,7 +38,7 @@ def test_shell_loads_the_views(digits_lake):
 def test_embed_every_step_of_a_multi_step_run(paired_lake, tmp_path):
     import shutil
 
-    from store import maps
+    from store import catalogue
     from tests.conftest import DIGITS_LAYERS
 
     lake = tmp_path / "lake"
@@ -48,7 +48,7 @@ def test_embed_every_step_of_a_multi_step_run(paired_lake, tmp_path):
                              paired_lake["teacher"], "--layers", layer, "--step", "all", "--quiet"], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    steps = {k.step for k in maps.list_layouts(lake) if k.run_id == paired_lake["teacher"] and k.layer == layer}
+    steps = {k.step for k in catalogue.list_layouts(lake) if k.run_id == paired_lake["teacher"] and k.layer == layer}
     assert steps == set(range(8))  # the teacher samples in 8 steps
     bad = subprocess.run([sys.executable, "-m", "store", "embed", "--lake", str(lake), "--step", "last"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)

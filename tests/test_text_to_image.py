@@ -15,35 +15,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.checkpoints import CheckpointError, file_sha256
-from ingest.lake import Lake
+from store.lake import Lake
 from ingest.generator import make_generator
 from ingest.layers import discover_layers
 from ingest.models import random_pipelines as tiny
 from ingest.models.presets import EMBEDDED_WEIGHTS, get_spec
-from ingest.models.text_to_image import TextToImageError
+from ingest.text_to_image_generator import TextToImageError
 from ingest.plan import Prompt, prompt_plan
 from ingest.run import IngestConfig, run_ingest
 from store import connect
 from tests.conftest import REPO
 
-PROMPTS = ["a red cat", "<script>alert(1)</script> on a table", "mountains at dawn"]
+from tests.conftest import TINY_PROMPTS as PROMPTS
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="session")
-def bases(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("tiny-pipelines")
-    sdxl = tiny.save_base(root / "sdxl", sdxl=True)
-    sd15 = tiny.save_base(root / "sd15", sdxl=False)
-    prompts = root / "prompts.txt"
-    prompts.write_text("\n".join(PROMPTS) + "\n")
-    return {
-        "root": root, "sdxl": sdxl, "sd15": sd15, "prompts": prompts,
-        "sdxl_bin": tiny.save_dmd2_unet(sdxl, root / "dmd2_sdxl_unet_fp16.bin", seed=1),
-        "sdxl_safetensors": tiny.save_dmd2_unet(sdxl, root / "dmd2_sdxl_unet_fp16.safetensors", seed=1),
-        "sd15_bin": tiny.save_dmd2_unet(sd15, root / "sd15_pytorch_model.bin", seed=2, dtype=torch.float32),
-        "lora": tiny.save_lora(sdxl, root / "lora" / "dmd2_sdxl_4step_lora_fp16.safetensors", seed=3),
-    }
 
 
 def plan(n: int, seed: int = 0):
@@ -58,34 +42,6 @@ def record_unet_calls(generator) -> list[int]:
 
     generator.denoiser.unet.register_forward_pre_hook(hook, with_kwargs=True)
     return timesteps
-
-
-@pytest.mark.parametrize("preset, expected", [("sdxl-1step", [399]), ("sdxl-4step", [999, 749, 499, 249])])
-def test_sdxl_samples_at_the_preset_timesteps(bases, preset, expected):
-    spec = get_spec(preset, bases["sdxl"])
-    generator = make_generator(spec, bases["sdxl_bin"], CPU, torch.float32)
-    calls = record_unet_calls(generator)
-    images = generator.generate(plan(3))
-    assert calls == expected  # one UNet call per step, at DMD2's timesteps (not LCM's defaults)
-    assert images.shape == (3, *spec.image_shape) and images.dtype == torch.uint8
-    assert generator.pipe.unet.dtype == torch.float32 and generator.pipe.vae.dtype == torch.float32
-
-
-def test_same_seed_regenerates_the_same_image_alone(bases):
-    spec = get_spec("sdxl-4step", bases["sdxl"])
-    generator = make_generator(spec, bases["sdxl_safetensors"], CPU, torch.float32)
-    rows = plan(4)
-    together = generator.generate(rows)
-    alone = generator.generate(rows.take(slice(2, 3)))
-    assert torch.equal(together[2], alone[0])
-    assert not torch.equal(together[0], together[1])
-
-
-def test_fp16_checkpoint_is_adopted_as_stored(bases):
-    from ingest.models.text_to_image import load_unet
-
-    unet = load_unet(bases["sdxl"], bases["sdxl_bin"], lora=None)
-    assert {p.dtype for p in unet.parameters()} == {torch.float16}  # no upcast copy while loading
 
 
 @pytest.mark.parametrize("checkpoint", ["sdxl_bin", "sdxl_safetensors"])
@@ -126,7 +82,8 @@ def test_wrong_files_fail_before_generation(bases, tmp_path):
         run_ingest(IngestConfig(checkpoint=str(mixed), **common))
     with pytest.raises(TextToImageError, match="fp16 on CPU"):
         run_ingest(IngestConfig(checkpoint=str(bases["sdxl_bin"]), dtype="fp16", **common))
-    assert not list((lake / "samples").rglob("*.parquet")) if (lake / "samples").exists() else True
+    # every input is checked, and the model loaded, before the first byte: not even a `failed` run is logged
+    assert not list(lake.rglob("*.parquet")) if lake.exists() else True
 
 
 def test_lora_is_fused_into_the_base_unet(bases):
@@ -219,7 +176,7 @@ def test_prompts_and_tags_round_trip_through_ingest_sql_and_the_dashboard(bases,
     import json
     import tempfile
 
-    from store.maps import read_run_samples
+    from store.catalogue import read_run_samples
 
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts.jsonl"

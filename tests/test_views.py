@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from store import connect
 from store.views import render_views
-from ingest.lake import Lake
+from store.lake import Lake
 
 
 def test_views_see_the_ingested_run(digits_lake):
@@ -54,7 +54,7 @@ def test_empty_lake_has_empty_views_with_columns(tmp_path):
 
 
 def test_lake_path_with_quotes_is_escaped(tmp_path):
-    from ingest.lake import SAMPLES_SCHEMA
+    from store.lake import SAMPLES_SCHEMA
 
     odd = tmp_path / "it's a lake"
     Lake(odd).write_parquet(SAMPLES_SCHEMA.empty_table(), "samples", "r", "chunk-000000.parquet")
@@ -69,7 +69,7 @@ def test_readers_see_only_complete_shards_while_ingest_writes(tmp_path):
     import sys
     import time
 
-    from store.maps import read_run_samples
+    from store.catalogue import read_run_samples
     from tests.conftest import REPO
 
     n, chunk = 2400, 32

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ingest.lake import Lake
+from store.lake import Lake
 from ingest.plan import class_plan
 from ingest.writer import Batch, RunInfo, ShardWriter, encode_png, encode_thumbnail, round_mantissa
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ingest.models.edm import IMAGENET64, EDMConfig, EDMPrecond
-from ingest.models.text_to_image import (DMD2_REPO, SD15, SDXL, HubFile, LCMSampler, TextToImageFamily,
-                                         build_unet_denoiser, example_inputs_for, latent_scale, read_unet_config,
-                                         unet_hookable_layers)
-from ingest.samplers import SamplerConfig
+from ingest.hub import DMD2_REPO, HubFile
+from ingest.models.text_to_image import (SD15, SDXL, TextToImageFamily, build_unet_denoiser, example_inputs_for,
+                                         latent_scale, read_unet_config, unet_hookable_layers)
+from ingest.samplers import LCMSampler, SamplerConfig
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 IMAGENET_CLASSES = Path(__file__).resolve().parents[1] / "data" / "imagenet_classes.tsv"
