@@ -320,11 +320,27 @@ def selection_frame(points: MapPoints, rows: np.ndarray) -> pd.DataFrame:
     return out
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as formulas (a prompt "=HYPERLINK(...)") prefixed with a single
+    quote, which spreadsheets show as text; numbers are left alone."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or isinstance(out[column].dtype, (pd.CategoricalDtype, pd.StringDtype)):
+            out[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+                           for v in out[column].astype(object)]
+    return out
+
+
 def export_selection(frame: pd.DataFrame, fmt: str) -> io.BytesIO:
-    """CSV or Parquet bytes of a selection frame."""
+    """CSV or Parquet bytes of a selection frame. CSV cells that would run as spreadsheet formulas are
+    neutralised; Parquet keeps the exact text."""
     buffer = io.BytesIO()
     if fmt == "csv":
-        frame.to_csv(buffer, index=False)
+        # RFC 4180 line ends: a carriage return inside a cell is then quoted, not read as a new row
+        neutralise_formulas(frame).to_csv(buffer, index=False, lineterminator="\r\n")
     elif fmt == "parquet":
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
     else:

@@ -250,3 +250,13 @@ def test_layout_names_default_layout_and_fixed_class_colours(embedded_lake, tmp_
     assert sub_points.class_names == points.class_names  # every class of the run, not only the subset's
     assert points.class_of_label("7") == 7 and points.class_of_label("7: 7") == 7
     assert points.class_of_label("77") is None and points.class_of_label("a photo") is None
+
+
+def test_csv_exports_neutralise_spreadsheet_formulas_and_parquet_keeps_the_text():
+    hostile = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "a = b", "plain"]
+    frame = pd.DataFrame({"prompt": hostile, "x": [-1.5] * len(hostile), "sample_id": range(len(hostile))})
+    csv = pd.read_csv(maps.export_selection(frame, "csv"), keep_default_na=False)
+    assert list(csv["prompt"]) == ["'" + p if p[0] in "=+-@\t\r" else p for p in hostile]
+    assert list(csv["x"]) == [-1.5] * len(hostile)  # numbers stay numbers
+    parquet = pd.read_parquet(maps.export_selection(frame, "parquet"))
+    assert list(parquet["prompt"]) == hostile
