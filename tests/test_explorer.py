@@ -324,7 +324,9 @@ def test_hostile_prompts_are_shown_as_text(served, page):
     meta = page.locator(".lens-selected-sample").inner_text()
     assert any(p in meta for p in HOSTILE_PROMPTS)
     page.locator("select:has(option:text-is('tag'))").select_option(label="tag")
-    page.wait_for_timeout(1000)
+    deadline = time.monotonic() + 15
+    while "<b>bold</b>" not in page.locator(".lens-legend-rows").inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
     assert "<b>bold</b>" in page.locator(".lens-legend-rows").inner_text()  # the tag legend, as text
     page.locator("input[placeholder='any tag']").fill("<b>")
     page.locator("input[placeholder='any tag']").press("Enter")
