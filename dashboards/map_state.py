@@ -23,7 +23,6 @@ class MapState:
     neighbour_ids: list[int] = dataclasses.field(default_factory=list)
     collected: list[int] = dataclasses.field(default_factory=list)
     region_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    region_text: str = ""  # how the region was drawn ("box", "lasso"), for layout names
     generated_positions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame({"x": [], "y": []}))
 
     @property

@@ -22,8 +22,6 @@ import pyarrow.parquet as pq
 from store.catalogue import graph_file, in_capture_order, read_run_samples, run_class_names, sample_label
 from store.lake import Lake, LayoutKey, as_lake, check_run_id, chunk_name
 
-MISSING_LABEL = "(none)"
-
 
 @dataclasses.dataclass
 class MapPoints:

@@ -92,6 +92,14 @@ def wait_for_selected(page, sample_id: int) -> None:
     page.wait_for_selector(f".lens-selected-sample[data-sample='{sample_id}']", timeout=20_000)
 
 
+def open_with_neighbours(page, url: str, run_id: str, sample: int) -> list[int]:
+    """Open the explorer on a selected sample; its neighbours' ids as listed on the page."""
+    open_explorer(page, url, f"?run={run_id}&sample={sample}")
+    wait_for_selected(page, sample)
+    page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
+    return neighbour_ids_on_page(page)
+
+
 def neighbour_ids_on_page(page) -> list[int]:
     return [int(s) for s in page.locator(".lens-neighbours .lens-thumb").evaluate_all(
         "els => els.map(e => e.dataset.sample)")]
@@ -262,10 +270,7 @@ def test_click_shows_the_point_its_true_neighbours_and_its_ring(served, page):
 
 def test_thumbnails_select_remove_and_collect(served, page):
     run_id = served["run_id"]
-    open_explorer(page, served["url"], f"?run={run_id}&sample=7")
-    wait_for_selected(page, 7)
-    page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
-    neighbours = neighbour_ids_on_page(page)
+    neighbours = open_with_neighbours(page, served["url"], run_id, 7)
     # remove one neighbour from the set; the rest stay in order
     page.locator(f".lens-neighbours .lens-thumb[data-sample='{neighbours[1]}'] .lens-thumb-remove").click()
     deadline = time.monotonic() + 10
@@ -385,10 +390,7 @@ def test_a_selection_made_in_the_browser_is_read_back_in_python(served, page):
     from store.selections import read_selection
 
     run_id = served["run_id"]
-    open_explorer(page, served["url"], f"?run={run_id}&sample=7")
-    wait_for_selected(page, 7)
-    page.wait_for_selector(".lens-neighbours .lens-thumb", timeout=10_000)
-    neighbours = neighbour_ids_on_page(page)
+    neighbours = open_with_neighbours(page, served["url"], run_id, 7)
     page.get_by_role("button", name="Collect neighbours").click()
     page.wait_for_timeout(500)
     page.locator("input[placeholder='name, e.g. odd-sevens']").fill("picked-in-browser")
