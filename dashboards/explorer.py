@@ -39,6 +39,7 @@ class Page:
         args = dict(args or {})
         self.lake = lake
         self.url: dict[str, str] = {}
+        self.tabs: pn.Tabs | None = None  # the map tab reports its URL values while it is being built
         self.explorer = map_tab = MapTab(lake, args, on_state=self._map_state)
         self.tabs = pn.Tabs(("Map", map_tab.main()), ("Side by side", pn.Column()), ("Compare runs", pn.Column()),
                             ("Diversity", pn.Column()), dynamic=True, sizing_mode="stretch_width")
@@ -79,7 +80,7 @@ class Page:
         location = pn.state.location
         if location is None:
             return
-        tab = next(name for name, index in TABS.items() if index == self.tabs.active) if hasattr(self, "tabs") else "map"
+        tab = "map" if self.tabs is None else next(name for name, index in TABS.items() if index == self.tabs.active)
         values = {k: v for k, v in {**self.url, "tab": "" if tab == "map" else tab}.items() if v}
         location.search = "?" + urllib.parse.urlencode(values)
 

@@ -27,6 +27,7 @@ class TrajectoryPanel:
                                           css_classes=["lens-paths-toggle"])
         self.info = html_pane("", css_classes=["lens-paths-info"])
         self.drawn = False
+        self._full: tuple[tuple, list] = ((), [])  # the lake's layouts and the full ones among them
         self.toggle.param.watch(lambda e: self.update(), "value")
 
     def sample_ids(self) -> np.ndarray:
@@ -42,7 +43,7 @@ class TrajectoryPanel:
                 self.drawn = False
             self.info.object = ""
             return
-        full = catalogue.full_layouts(state.lake, self.layouts())
+        full = self.full_layouts()
         kind, keys = maps.trajectory_layouts(full, state.key, catalogue.run_layers(state.con, state.key.run_id))
         ids = self.sample_ids()
         if len(keys) < 2 or not len(ids):
@@ -61,6 +62,14 @@ class TrajectoryPanel:
         self.info.object = (f"<div class='lens-paths' data-paths='{len(paths)}' data-kind='{kind}'>"
                             f"{len(paths):,} paths{thinned} across {len(keys)} {kind}, from the dot: "
                             f"{esc(' → '.join(names))}</div>")
+
+    def full_layouts(self) -> list[LayoutKey]:
+        """The full layouts (no subsets), worked out again only when the lake's layouts change: every
+        marker change passes through `update`."""
+        layouts = tuple(self.layouts())
+        if layouts != self._full[0]:
+            self._full = (layouts, catalogue.full_layouts(self.state.lake, list(layouts)))
+        return self._full[1]
 
     def view(self) -> pn.Column:
         return pn.Column("### Trajectories", self.toggle, self.info, sizing_mode="stretch_width")
