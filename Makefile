@@ -75,8 +75,8 @@ embed: setup  ## neighbour graphs + aligned UMAP layouts: make embed RUN=... LAY
 	$(PY) -m store embed --lake $(LAKE) --pool $(POOL) $(if $(RUN),--run $(RUN)) \
 		$(if $(filter-out all,$(LAYERS)),--layers '$(LAYERS)') $(if $(STEP),--step $(STEP))
 
-serve: setup  ## the dashboard on a lake: make serve LAKE=lake HOST=127.0.0.1 PORT=5006
-	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT)
+serve: setup  ## the dashboard on a lake: make serve LAKE=lake HOST=127.0.0.1 PORT=5006 [ALLOW_HOST="box.lan 10.0.0.2"]
+	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT) $(foreach h,$(ALLOW_HOST),--allow-host $(h))
 
 # Student and teacher on the same plan (same classes and seeds), embedded, then served.
 DEMO_PER_CLASS ?= 200
@@ -90,7 +90,7 @@ demo: setup  ## one command from a fresh clone: ingest the embedded digits model
 	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm --steps 0,0
 	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm
 	$(PY) -m store diversity --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
-	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT)
+	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT) $(foreach h,$(ALLOW_HOST),--allow-host $(h))
 
 compare: setup  ## paired runs, per layer: make compare RUNS=demo-digits-dmd2,demo-digits-edm STEPS=0,0
 	$(PY) -m store compare --lake $(LAKE) --runs $(RUNS) $(if $(STEPS),--steps $(STEPS))

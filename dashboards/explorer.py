@@ -10,8 +10,10 @@ lake only through `store` (the lake folder comes from $DMD2_LENS_LAKE). The addr
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.parse
+import weakref
 
 import holoviews as hv
 import panel as pn
@@ -29,6 +31,8 @@ TABS = {"map": 0, "side": 1, "compare": 2, "diversity": 3}
 # HoloViews waits for 100 ms of quiet before sending a new view range; a raster of the new view costs
 # ~40 ms at 1M points, so answer sooner.
 ZOOM_DEBOUNCE_MS = 20
+SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # a session's document -> its Page
+log = logging.getLogger(__name__)
 
 
 class Page:
@@ -39,6 +43,9 @@ class Page:
         args = dict(args or {})
         self.lake = lake
         self.url: dict[str, str] = {}
+        self.alerts = html_pane("", css_classes=["lens-alerts"], sizing_mode="stretch_width")
+        if pn.state.curdoc is not None:
+            SESSIONS[pn.state.curdoc] = self
         self.tabs: pn.Tabs | None = None  # the map tab reports its URL values while it is being built
         self.explorer = map_tab = MapTab(lake, args, on_state=self._map_state)
         self.tabs = pn.Tabs(("Map", map_tab.main()), ("Side by side", pn.Column()), ("Compare runs", pn.Column()),
@@ -84,21 +91,37 @@ class Page:
         values = {k: v for k, v in {**self.url, "tab": "" if tab == "map" else tab}.items() if v}
         location.search = "?" + urllib.parse.urlencode(values)
 
+    def alert(self, text: str) -> None:
+        """A notice above the tabs (the latest failure of an action), seen whichever tab is open."""
+        self.alerts.object = f"<div class='lens-error lens-alert'>{esc(text)}</div>"
+
     def show_on_map(self, run_id: str, layer: str, label: str) -> None:
         self.explorer.show_label(run_id, layer, label)
         self.tabs.active = TABS["map"]
 
     def template(self) -> pn.template.BootstrapTemplate:
         # Bootstrap: the one stock template that fetches nothing from outside the server (no web fonts)
-        return pn.template.BootstrapTemplate(title=TITLE, sidebar=[self.sidebar], main=[self.tabs], sidebar_width=310,
+        return pn.template.BootstrapTemplate(title=TITLE, sidebar=[self.sidebar], main=[self.alerts, self.tabs], sidebar_width=310,
                                              header_background="#0072b2")
 
     def view(self) -> pn.viewable.Viewable:
         """The page without a template (for notebooks)."""
-        return pn.Row(pn.Column(self.sidebar, width=330), self.tabs, sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self.sidebar, width=330), pn.Column(self.alerts, self.tabs, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
 
     def _repr_mimebundle_(self, include=None, exclude=None):  # shown inline in Jupyter
         return self.view()._repr_mimebundle_(include, exclude)
+
+
+def show_failure(error: BaseException) -> None:
+    """Panel calls this for an exception in any callback of a session (a click, a choice, a message from
+    a thumbnail strip): the session's page says what failed, and the server log keeps the traceback."""
+    log.error("an action on the page failed", exc_info=error)
+    page = SESSIONS.get(pn.state.curdoc) if pn.state.curdoc is not None else None
+    first_line = (str(error).splitlines() or [""])[0][:300]
+    if page is not None:
+        page.alert(f"That did not work: {type(error).__name__}: {first_line}. The page is still usable; "
+                   "the server's log has the details.")
 
 
 def notebook(lake: str = "lake") -> Page:
@@ -120,7 +143,7 @@ def app() -> pn.viewable.Viewable:
         return html_pane(f"<div class='lens-error'>{esc(err)}</div>")
 
 
-pn.extension("tabulator", notifications=False)
+pn.extension("tabulator", notifications=False, exception_handler=show_failure)
 hv.extension("bokeh", logo=False)
 RangeXYCallback.debounce = ZOOM_DEBOUNCE_MS
 

@@ -5,8 +5,9 @@ samples with the model of the run on the map, on its own device, capturing the s
 the lake, `gen-<run>-<hash>`), places them on the current layout by k-NN interpolation in raw activation
 space and lists each one's nearest samples. They stay marked on the map across layers and steps.
 
-Regenerate: reruns the selected sample from its recorded seed and says whether the image and every
-captured vector reproduce.
+Regenerate: reruns the selected sample alone from its recorded seed and says in one line what it found:
+an identical image, one equal up to batch-size rounding (the run generated it in a larger batch), or a
+different one, with the largest pixel and activation differences (`Reproduction.summary`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dashboards.render import esc, html_pane, image_url
 from dashboards.thumbs import Thumbs, card
 from store.maps import sample_rows
 from store.placement import place_run
+from store.views import refresh
 
 MAX_GENERATE = 8
 
@@ -75,12 +77,13 @@ class GeneratePanel:
     # --- generate -------------------------------------------------------------------------------------
 
     def start_generate(self) -> None:
-        text = self.seed.value.strip()
-        if text and not (text.isdigit() and int(text) < 2**63):
-            self.status.object = f"<span class='lens-error'>seed {esc(text)!s} is not a whole number ≥ 0</span>"
+        text, count = self.seed.value.strip(), int(self.count.value)
+        if text and not (text.isdigit() and len(text) <= 19 and int(text) + count <= 2**63):
+            self.status.object = (f"<span class='lens-error'>seed {esc(text)} is not a whole number from 0 to "
+                                  f"{2**63 - count:,}</span>")
             return
         first = int(text) if text else random.randrange(2**31)
-        seeds = [first + i for i in range(int(self.count.value))]
+        seeds = [first + i for i in range(count)]
         if self.state.points.has_classes:
             classes, prompts = [int(self.class_choice.value)], None
         else:
@@ -88,6 +91,10 @@ class GeneratePanel:
                 self.status.object = "<span class='lens-error'>type a prompt to generate from</span>"
                 return
             classes, prompts = None, [self.prompt.value]
+        refused = self.state.job.start("a generation")
+        if refused:
+            self.status.object = f"<span class='lens-error'>{esc(refused)}</span>"
+            return
         self.button.disabled = True
         self.status.object = (f"<span class='lens-generate-status'>generating {len(seeds)} sample(s) with "
                               f"{esc(self.state.points.model)}…</span>")
@@ -105,9 +112,11 @@ class GeneratePanel:
         seconds = time.perf_counter() - started
 
         def finish() -> None:
+            self.state.job.done()
             if error:
                 self.status.object = f"<span class='lens-error'>{esc(error)}</span>"
             else:
+                refresh(self.state.con, self.state.lake)  # the new run's shards, in this page's views
                 if run_id not in self.generated_runs:
                     self.generated_runs.append(run_id)
                 self.show_generated()
@@ -150,6 +159,10 @@ class GeneratePanel:
         run_id, sample = self.state.key.run_id, self.state.selected_id
         if sample is None:
             return
+        refused = self.state.job.start("a regeneration")
+        if refused:
+            self.regenerate_status.object = f"<span class='lens-error'>{esc(refused)}</span>"
+            return
         self.regenerate_button.disabled = True
         self.regenerate_status.object = f"<span>regenerating sample {sample} from its seed…</span>"
 
@@ -162,18 +175,12 @@ class GeneratePanel:
                 result, error = None, f"{type(err).__name__}: {err}"
 
             def finish() -> None:
+                self.state.job.done()
                 self.regenerate_button.disabled = False
                 if error:
                     self.regenerate_status.object = f"<span class='lens-error'>{esc(error)}</span>"
                     return
-                verdict = ("identical" if result.identical else "reproduced within float rounding"
-                           if result.reproduced() else "NOT reproduced")
-                self.regenerate_status.object = (
-                    f"<div class='lens-regenerated' data-sample='{sample}' data-verdict='{esc(verdict)}'>sample "
-                    f"{sample} (seed {result.seed}): <b>{esc(verdict)}</b> · image "
-                    f"{'identical' if result.image_identical else 'differs'} · {result.vectors_compared} vectors, "
-                    f"largest difference {result.max_vector_difference:.3g} "
-                    f"({result.max_relative_difference:.2g} of the largest value)</div>")
+                self.regenerate_status.object = regenerated_html(sample, result)
 
             self.run_later(finish)
 
@@ -182,6 +189,13 @@ class GeneratePanel:
     def view(self) -> pn.viewable.Viewable:
         return pn.Column("### Generate and place", self.class_choice, self.prompt, pn.Row(self.seed, self.count),
                          self.button, self.status, sizing_mode="stretch_width")
+
+
+def regenerated_html(sample: int, result) -> str:
+    """The Regenerate result: the sample, its seed and the reproduction's one-line summary (identical,
+    equal up to batch-size rounding, or different, with the numbers), verdict in `data-verdict`."""
+    return (f"<div class='lens-regenerated' data-sample='{int(sample)}' data-verdict='{esc(result.verdict)}'>"
+            f"sample {int(sample)} (seed {int(result.seed)}): {esc(result.summary())}</div>")
 
 
 def generated_seed_and_label(con, run_id: str, sample_id: int) -> tuple[int, str]:

@@ -44,7 +44,9 @@ class LayoutPicker:
         if value is None:
             return default
         if value not in valid:
-            self.rejected.append(f"ignored URL parameter {name}={value!r}: not one of the available values")
+            notice = f"ignored URL parameter {name}={value[:100]!r}: not one of the available values"
+            if notice not in self.rejected:
+                self.rejected.append(notice)
             return default
         return value
 
@@ -67,7 +69,8 @@ class LayoutPicker:
         value = self.step.value if self.step.value in labels.values() else None
         if value is None:
             newest = catalogue.newest_full_layout(self.lake, keys)
-            value = labels.get(self.wanted.get("step", ""), newest.step if newest else None)
+            wanted = self._wanted("step", list(labels), None)
+            value = labels[wanted] if wanted is not None else (newest.step if newest else None)
         self.step.param.update(options=labels, value=value)
         self._refresh_versions()
 
@@ -78,7 +81,8 @@ class LayoutPicker:
         by_hash = {k.params_hash: k for k in keys}
         value = self.version.value if self.version.value in keys else None
         if value is None:
-            value = by_hash.get(self.wanted.get("layout", ""), catalogue.newest_full_layout(self.lake, keys))
+            wanted = self._wanted("layout", list(by_hash), None)
+            value = by_hash[wanted] if wanted is not None else catalogue.newest_full_layout(self.lake, keys)
         self.version.param.update(options=options, value=value)
 
     def _changed(self) -> None:

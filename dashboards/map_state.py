@@ -1,16 +1,38 @@
 """What the Map tab shows, shared by its side panels: the lake, the layout's points, the rows passing the
-filters, the selected sample and its neighbours, the collected set, the box/lasso region and the
-generated samples placed on the layout. `MapTab` changes it and tells the panels; panels only read it."""
+filters, the selected sample and its neighbours, the collected set, the box/lasso region, the
+generated samples placed on the layout, and the session's one heavy job. `MapTab` changes it and tells the
+panels; panels only read it (and take the job)."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pandas as pd
 
 from store import maps
 from store.lake import LayoutKey
+
+
+class SessionJob:
+    """One heavy job (recompute a layout, generate, regenerate) at a time per session: each holds a whole
+    model or a UMAP in memory, so a double click or a second button must not start another."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running: str | None = None
+
+    def start(self, what: str) -> str | None:
+        """None when `what` may start now (call `done` after it), else why not, for the page."""
+        if not self._lock.acquire(blocking=False):
+            return f"{self.running} is still running for this page; wait for it to finish"
+        self.running = what
+        return None
+
+    def done(self) -> None:
+        self.running = None
+        self._lock.release()
 
 
 @dataclasses.dataclass
@@ -24,6 +46,7 @@ class MapState:
     collected: list[int] = dataclasses.field(default_factory=list)
     region_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
     generated_positions: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame({"x": [], "y": []}))
+    job: SessionJob = dataclasses.field(default_factory=SessionJob)
 
     @property
     def key(self) -> LayoutKey:

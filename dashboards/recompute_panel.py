@@ -1,7 +1,7 @@
 """Recompute a layout on part of a layer: the points passing the filters, or a hand-picked set (the
-collected samples and the box / lasso region). UMAP runs in a background thread, one job per session
-at a time: the button is disabled in the browser at the first click, and a second request while a job
-runs is refused with a notice. The new layout is saved beside the full one and shown when ready."""
+collected samples and the box / lasso region). UMAP runs in a background thread, as the session's one
+heavy job (`MapState.job`): the button is disabled in the browser at the first click, and a request while
+a job runs is refused with a notice. The new layout is saved beside the full one and shown when ready."""
 
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ class RecomputePanel:
         self.button.js_on_click(code="cb_obj.origin.disabled = true;")
         self.progress = pn.indicators.Progress(active=False, visible=False, width=240, bar_color="primary")
         self.status = html_pane("")
-        self._job = threading.Lock()
         self.button.on_click(lambda e: self.start())
 
     def chosen(self) -> tuple[np.ndarray, str]:
@@ -47,12 +46,13 @@ class RecomputePanel:
         return frame["sample_id"].to_numpy()[rows], f"{len(rows)} hand-picked samples"
 
     def start(self) -> None:
-        if not self._job.acquire(blocking=False):
-            self.status.object = "<span class='lens-error'>a layout is being computed; wait for it to finish</span>"
+        refused = self.state.job.start("a layout being computed")
+        if refused:
+            self.status.object = f"<span class='lens-error'>{esc(refused)}</span>"
             return
         ids, description = self.chosen()
         if len(ids) < MIN_POINTS:
-            self._job.release()
+            self.state.job.done()
             self.button.disabled = False
             self.status.object = (f"<span class='lens-error'>need at least {MIN_POINTS} points to lay out, "
                                   f"have {len(ids)}</span>")
@@ -72,7 +72,7 @@ class RecomputePanel:
         self.run_later(lambda: self._finish(new_key, error, len(ids)))
 
     def _finish(self, new_key: LayoutKey | None, error: str | None, n: int) -> None:
-        self._job.release()
+        self.state.job.done()
         self.button.disabled = False
         self.progress.param.update(visible=False, active=False)
         if error:

@@ -47,6 +47,10 @@ span.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4p
 .lens-ring-key { display: inline-flex; align-items: center; gap: 3px; }
 .lens-ring-key .ring { display: inline-block; width: 8px; height: 8px; border-radius: 50%; border: 2px solid;
   box-shadow: 0 0 0 1.5px #000; }
+.lens-error { color: #b00020; }
+.lens-notice { font-size: 12px; color: #7a4b00; background: #fff4e0; border-left: 3px solid #e69f00;
+  padding: 3px 6px; margin-bottom: 4px; }
+.lens-alert { background: #fdecea; border-left: 4px solid #b00020; padding: 6px 10px; font-size: 13px; }
 """
 
 

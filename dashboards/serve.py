@@ -1,18 +1,20 @@
 """`make serve` / `python -m dashboards serve`: check the lake, then run `panel serve` on the explorer
-with the image route plugin, bound to 127.0.0.1 unless told otherwise.
+with the image route plugin, bound to 127.0.0.1 unless told otherwise, answering only to the Host names
+it was started for (`dashboards.hosts`: the bound address, localhost on loopback, and each --allow-host).
 
-    python -m dashboards serve [--lake lake] [--host 127.0.0.1] [--port 5006] [--show]
+    python -m dashboards serve [--lake lake] [--host 127.0.0.1] [--port 5006] [--allow-host NAME ...] [--show]
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from dashboards.hosts import ALLOWED_FLAG, WILDCARDS, HostError, allowed_hosts, is_loopback
 from store.lake import Lake
 
 EXPLORER = Path(__file__).with_name("explorer.py")
@@ -24,22 +26,17 @@ class ServeError(ValueError):
     pass
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def panel_command(lake: str, host: str, port: int, show: bool = False) -> list[str]:
-    """The `panel serve` command line for the explorer (no network beyond `host`)."""
-    origins = [f"{host}:{port}"] + ([f"localhost:{port}"] if host == "127.0.0.1" else [])
-    command = [sys.executable, "-m", "panel", "serve", str(EXPLORER), "--plugins", "dashboards.images",
+def panel_command(lake: str, host: str, port: int, show: bool = False, allow: Sequence[str] = ()) -> list[str]:
+    """The `panel serve` command line for the explorer (no network beyond `host`), run by `dashboards.hosts`
+    so that it answers only to the allowed Host names; the websocket origins are the same names (Bokeh's
+    origin list cannot spell an IPv6 address: those pages are served, their websocket refused)."""
+    allowed = allowed_hosts(host, port, allow)
+    command = [sys.executable, "-m", "dashboards.hosts", ALLOWED_FLAG, ",".join(allowed),
+               "serve", str(EXPLORER), "--plugins", "dashboards.images",
                "--setup", str(WARMUP), "--address", host, "--port", str(port)]
-    for origin in origins:
-        command += ["--allow-websocket-origin", origin]
+    for origin in allowed:
+        if not origin.startswith("["):
+            command += ["--allow-websocket-origin", origin]
     return command + (["--show"] if show else [])
 
 
@@ -52,6 +49,15 @@ def check_lake(lake: str) -> None:
         raise ServeError(f"lake {lake} has no layouts yet; run `make embed` first")
 
 
+def warn_exposure(host: str, allow: Sequence[str]) -> None:
+    if not is_loopback(host):
+        print(f"warning: binding to {host} exposes the lake's images and metadata to every machine that can "
+              "reach it; the explorer has no authentication", file=sys.stderr)
+    if host in WILDCARDS and not allow:
+        print(f"warning: bound to {host or 'every address'}, the server answers only to localhost names; name the "
+              "others that browsers use to reach it with --allow-host NAME", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,20 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--lake", default="lake")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+                       help="also answer to this Host name (repeatable); a server bound to 0.0.0.0 answers only "
+                            "to localhost names and these")
     serve.add_argument("--show", action="store_true", help="open a browser tab")
     args = parser.parse_args(argv)
     try:
+        command = panel_command(args.lake, args.host, args.port, args.show, args.allow_host)
         check_lake(args.lake)
-    except ServeError as err:
+    except (ServeError, HostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not is_loopback(args.host):
-        print(f"warning: binding to {args.host} exposes the lake's images and metadata to every machine that can "
-              "reach it; the explorer has no authentication", file=sys.stderr)
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/explorer"
+    warn_exposure(args.host, args.allow_host)
+    shown = "127.0.0.1" if args.host in WILDCARDS else f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/explorer"
     print(f"serving lake {args.lake} at {url}  (Ctrl-C stops)", flush=True)
     env = dict(os.environ, **{LAKE_ENV: os.path.abspath(args.lake) if "://" not in args.lake else args.lake})
-    command = panel_command(args.lake, args.host, args.port, args.show)
     if shutil.which(command[0]) is None and not os.path.exists(command[0]):
         print("error: python not found to run panel", file=sys.stderr)
         return 2

@@ -11,9 +11,19 @@ import errno
 import json
 import sys
 
+from store.options import (INT32_MAX, MAX_SAMPLES, MAX_WORKERS, SEED_MAX, OneLineParser, bounded_int,
+                           int_list)
+from store.shards import plain_warning_lines
+
+# Every integer option's range (store/options.py says why each bound is what it is).
+SAMPLES = bounded_int(1, MAX_SAMPLES, "split a bigger plan into several runs")
+BATCH = bounded_int(1, MAX_SAMPLES)
+SEED = bounded_int(0, SEED_MAX, "seeds are stored as 64-bit integers")
+SEEDS = int_list(0, SEED_MAX, "seeds are stored as 64-bit integers")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ingest", description="Generate, capture and store.")
+    parser = OneLineParser(prog="python -m ingest", description="Generate, capture and store.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     layers = commands.add_parser("layers", help="list a model's hookable layers and output shapes (no weights)")
@@ -26,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--model", default="digits-dmd2", help="preset name or EDM config.json path (default: the embedded digits-dmd2)")
     est.add_argument("--layers", default="all", help="comma-separated layer names or globs (default: all)")
     est.add_argument("--pool", default="mean", help="comma-separated poolings: mean, max, grid2")
-    est.add_argument("--n", type=int, default=1000, help="number of samples")
-    est.add_argument("--batch", type=int, default=64, help="generation batch size")
+    est.add_argument("--n", type=SAMPLES, default=1000, help="number of samples")
+    est.add_argument("--batch", type=BATCH, default=64, help="generation batch size")
     est.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                      help="generator precision (auto: fp16 for SDXL/SD1.5, else fp32)")
     est.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -43,25 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lake", default="lake", help="lake folder or pyarrow.fs URI (default: ./lake)")
     run.add_argument("--run-id", help="run id (default: model + hash of the configuration, so re-running resumes)")
     # --num-samples is the same option, for torchrun: its own parser mistakes --n for an abbreviation.
-    run.add_argument("--n", "--num-samples", dest="n", type=int,
+    run.add_argument("--n", "--num-samples", dest="n", type=SAMPLES,
                      help="number of samples (random labels, or cycled --classes / prompts)")
-    run.add_argument("--per-class", type=int, help="balanced plan: every class (or each of --classes) K times")
-    run.add_argument("--classes", help="comma-separated class ids")
-    run.add_argument("--sample-seeds", help="explicit noise seeds, e.g. 42,43: one sample each, with --classes (one "
-                                             "class for all, or one per seed) or --prompts")
+    run.add_argument("--per-class", type=SAMPLES, help="balanced plan: every class (or each of --classes) K times")
+    run.add_argument("--classes", type=int_list(0, INT32_MAX), help="comma-separated class ids")
+    run.add_argument("--sample-seeds", type=SEEDS,
+                     help="explicit noise seeds, e.g. 42,43: one sample each, with --classes (one class for all, or "
+                          "one per seed) or --prompts")
     run.add_argument("--prompts", help="prompt file: one prompt per line, or JSONL with prompt and tags")
-    run.add_argument("--per-prompt", type=int, default=1, help="samples per prompt")
+    run.add_argument("--per-prompt", type=SAMPLES, default=1, help="samples per prompt")
     run.add_argument("--layers", default="all", help="comma-separated layer names or globs (default: all)")
     run.add_argument("--pool", default="mean", help="comma-separated poolings: mean, max, grid2")
-    run.add_argument("--seed", type=int, default=0, help="run seed; each sample's seed derives from it")
-    run.add_argument("--batch", type=int, default=64, help="generation batch size")
-    run.add_argument("--chunk-size", type=int, default=1024, help="samples per shard")
+    run.add_argument("--seed", type=SEED, default=0,
+                     help="run seed, 0 to 2**63-1; each sample's seed derives from it")
+    run.add_argument("--batch", type=BATCH, default=64, help="generation batch size")
+    run.add_argument("--chunk-size", type=BATCH, default=1024, help="samples per shard")
     run.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
     run.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                      help="generator precision (auto: fp16 for SDXL/SD1.5 on CUDA, else fp32)")
     run.add_argument("--vector-precision", default="half", choices=["half", "full"],
                      help="stored vector precision: half = float16 mantissa in float32 (default), full")
-    run.add_argument("--workers", type=int, default=2, help="encoding threads")
+    run.add_argument("--workers", type=bounded_int(1, MAX_WORKERS), default=2, help="encoding threads")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=run_run)
 
@@ -88,18 +100,9 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    classes = None
-    if args.classes:
-        try:
-            classes = [int(c) for c in args.classes.split(",") if c.strip()]
-        except ValueError:
-            raise ValueError(f"--classes {args.classes!r} must be comma-separated integers, e.g. 1,7") from None
-    seeds, prompt_texts, prompts = None, None, args.prompts
-    if args.sample_seeds:
-        try:
-            seeds = [int(s) for s in args.sample_seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--sample-seeds {args.sample_seeds!r} must be comma-separated integers, e.g. 42,43") from None
+    classes, seeds = args.classes, args.sample_seeds  # lists of integers in range, or None (argparse checked them)
+    prompt_texts, prompts = None, args.prompts
+    if seeds is not None:
         if args.prompts:
             from ingest.plan import read_prompt_file
 
@@ -194,7 +197,11 @@ def run_estimate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    plain_warning_lines()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a bad option: its one line is printed (2)
+        return int(stop.code or 0)
     try:
         return args.handler(args)
     except (ValueError, OSError) as err:  # our error types derive from ValueError

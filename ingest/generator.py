@@ -1,7 +1,9 @@
 """Turn rows of a sample plan into images, with capture hooks active: the model side of ingest.
 
-Noise is drawn per sample from its own seed on the CPU (then moved to the device), so a sample's image
-does not depend on the batch it was generated in, and any sample can be regenerated alone.
+Noise is drawn per sample from its own seed on the CPU (then moved to the device), so a sample's noise
+does not depend on the batch it was generated in and any sample can be regenerated alone; its image can
+still differ by a level of rounding in a few values, since the network's arithmetic follows the batch size
+(`ingest.interactive.regenerate` reports which; `batch="original"` reruns the original batch).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from store.failpoints import failpoint
+from store.options import MAX_SAMPLES, MAX_WORKERS, SEED_MAX, check_range
 from store.lake import RUNS_SCHEMA, SCHEMA_VERSION, Lake, check_run_id, runs_parts
 from ingest.plan import PlanError, Prompt, SamplePlan, class_plan, explicit_plan, prompt_plan, read_prompt_file
 from ingest.writer import VECTOR_PRECISIONS, Batch, RunInfo, ShardWriter
@@ -240,8 +241,15 @@ def check_options(config: IngestConfig) -> None:
         raise ValueError(f"unknown --vector-precision {config.vector_precision}; use {' or '.join(VECTOR_PRECISIONS)}")
     if config.dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {config.dtype}; use auto, {', '.join(DTYPES)}")
-    if config.batch < 1 or config.chunk_size < 1 or config.workers < 1:
-        raise ValueError("--batch, --chunk-size and --workers must be at least 1")
+
+
+def check_numbers(config: IngestConfig) -> None:
+    """The numbers the command line's types bound (store/options.py), checked again for in-process callers
+    before anything uses them; the plan checks its own (--n, --per-class, --classes, --sample-seeds, ...)."""
+    check_range("--seed", config.seed, 0, SEED_MAX, "seeds are stored as 64-bit integers")
+    check_range("--batch", config.batch, 1, MAX_SAMPLES)
+    check_range("--chunk-size", config.chunk_size, 1, MAX_SAMPLES)
+    check_range("--workers", config.workers, 1, MAX_WORKERS)
 
 
 def prepare_run(config: IngestConfig) -> PreparedRun:
@@ -253,6 +261,7 @@ def prepare_run(config: IngestConfig) -> PreparedRun:
     from ingest.layers import discover_layers, select_layers
     from ingest.models.presets import get_spec
 
+    check_numbers(config)
     spec = get_spec(config.model, config.base)
     layers = [info.name for info in select_layers(discover_layers(spec), config.layers)]
     plan = build_plan(config, spec)

@@ -10,6 +10,10 @@ regenerates alone. The SDXL VAE decodes in fp32 (it overflows in fp16) unless an
 
 The UNet is built from the base config on `meta` and its weights adopted with `assign=True`, so a 5 GB
 fp16 checkpoint is never held twice and stays fp16.
+
+CLIP reads 77 tokens of a prompt. diffusers logs the cut-off text of every long prompt in every batch, and
+transformers a warning per tokenizer (a run of 9 prompts printed 65 KB): those are silenced while prompts
+are encoded, and a run's plan gets one line instead, `note: 3 of 9 prompts are longer than 77 tokens; ...`.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ingest.hub import BASE_UNET_FP16
 from ingest.models.text_to_image import (TextToImageFamily, UNetDenoiser, build_unet_denoiser, read_unet_config,
@@ -80,6 +86,7 @@ class TextToImageGenerator:
     device: torch.device
     dtype: torch.dtype
     vae_dtype: torch.dtype
+    noted_prompts: tuple = dataclasses.field(default=(), repr=False, compare=False)  # the plan's, once noted
 
     @classmethod
     def load(cls, spec, base_dir: Path, checkpoint: Path, device: torch.device, dtype: torch.dtype,
@@ -131,6 +138,7 @@ class TextToImageGenerator:
 
 
         prompts = rows.prompt_texts()
+        self.note_long_prompts(rows.prompts)
         height, width, _ = self.spec.image_shape
         scale = self.pipe.vae_scale_factor
         channels = self.pipe.unet.config.in_channels
@@ -140,7 +148,8 @@ class TextToImageGenerator:
         with quiet_diffusers():  # it warns that DMD2's timesteps are not LCM's own: they are not meant to be
             scheduler.set_timesteps(timesteps=list(self.spec.sampler.timesteps), device=self.device)
         with torch.inference_mode():
-            text, pooled = self.encode(prompts)
+            with quiet_tokenizers():  # the per-prompt truncation warnings; note_long_prompts said it once
+                text, pooled = self.encode(prompts)
             time_ids = None
             if pooled is not None:
                 time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=self.device,
@@ -152,6 +161,45 @@ class TextToImageGenerator:
             vae = self.pipe.vae
             decoded = vae.decode(latents.to(self.vae_dtype) / vae.config.scaling_factor, return_dict=False)[0]
         return ((decoded.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def note_long_prompts(self, prompts: tuple) -> None:
+        """Once per plan (its `prompts`, the same tuple in every batch of a run): one line on stderr saying how
+        many of its prompts CLIP truncates, if any."""
+        if prompts is self.noted_prompts:
+            return
+        self.noted_prompts = prompts
+        line = long_prompts_note([p.text for p in prompts], self.pipe.tokenizer)
+        if line:
+            tqdm.write(line, file=sys.stderr)
+
+
+def long_prompts_note(texts: list[str], tokenizer, block: int = 1024) -> str | None:
+    """`note: 3 of 9 prompts are longer than 77 tokens; ...`, counted with the pipeline's tokenizer (start
+    and end tokens included, as diffusers truncates), or None when every prompt fits."""
+    limit = tokenizer.model_max_length
+    with quiet_tokenizers():
+        long = sum(len(ids) > limit for start in range(0, len(texts), block)
+                   for ids in tokenizer(texts[start:start + block]).input_ids)
+    if not long:
+        return None
+    are, their = ("is", "its") if long == 1 else ("are", "their")
+    return (f"note: {long} of {len(texts)} prompts {are} longer than {limit} tokens; CLIP reads only {their} first "
+            f"{limit} tokens")
+
+
+@contextlib.contextmanager
+def quiet_tokenizers():
+    """transformers' and diffusers' warnings off: "Token indices sequence length is longer than ..." and "The
+    following part of your input was truncated because CLIP can only handle ...", per prompt and batch."""
+    from transformers.utils import logging as transformers_logging
+
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        with quiet_diffusers():
+            yield
+    finally:
+        transformers_logging.set_verbosity(level)
 
 
 @contextlib.contextmanager

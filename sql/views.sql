@@ -38,12 +38,22 @@ FROM latest
 WHERE newest = 1
 GROUP BY run_id;
 
+-- The latest complete run of each model (one row per model): what "the latest run" means for the examples,
+-- `make embed` without RUN= and `python -m store neighbours` without --run. A newer run that is still
+-- running, or failed, does not replace it, nor do the few samples of a "Generate and place" in the explorer
+-- (runs named gen-<run>-<hash>). Ties of updated_at go to the greater run id.
+CREATE OR REPLACE VIEW latest_runs AS
+SELECT * FROM runs
+WHERE status = 'complete' AND NOT starts_with(run_id, 'gen-')
+QUALIFY row_number() OVER (PARTITION BY model ORDER BY updated_at DESC, run_id DESC) = 1;
+
 -- One row per generated sample, with its PNG image and thumbnail (NULL: the image is the thumbnail).
 CREATE OR REPLACE VIEW samples AS
 SELECT * FROM read_parquet('{lake}/samples/*/*.parquet', union_by_name = true, hive_partitioning = false);
 
--- One row per (sample, layer, step, pooling). `vector` is FLOAT[]; cast it for the array functions,
--- e.g. array_cosine_similarity(vector::FLOAT[768], ...), or use list_cosine_similarity directly.
+-- One row per (sample, layer, step, pooling). `vector` is FLOAT[] of the layer's width `dim` (see `captured`);
+-- list_cosine_similarity takes it as it is, the array functions need it cast to that width,
+-- e.g. array_cosine_similarity(vector::FLOAT[32], ...) for a 32-wide layer.
 CREATE OR REPLACE VIEW activations AS
 SELECT *, len(vector) AS dim
 FROM read_parquet('{lake}/activations/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
@@ -60,7 +70,9 @@ CREATE OR REPLACE VIEW points AS
 SELECT run_id, sample_id, chunk, seed, class_id, class_name, prompt, tags, steps, width, height
 FROM samples;
 
--- Exact k nearest neighbours of one sample by cosine distance, scanning every vector of the layer.
+-- Exact k nearest neighbours of one sample by cosine distance, scanning every vector of the layer, nearest
+-- first (ties by sample_id). A join does not keep that order: end a query that joins it with
+-- ORDER BY distance, sample_id.
 -- SELECT * FROM knn_exact('run', 42, 'enc.8x8_block0', 'mean', 0, 10);
 CREATE OR REPLACE MACRO knn_exact(q_run, q_sample, q_layer, q_pooling, q_step, k) AS TABLE
 WITH query AS (

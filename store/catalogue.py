@@ -48,7 +48,7 @@ def sample_label(class_id: int | None, class_name: str | None, prompt: str | Non
 def read_run_samples(lake: Lake, run_id: str) -> pa.Table:
     """A run's sample metadata (no images), strings read dictionary-encoded straight from Parquet, so 10M
     rows of repeated prompts cost a few bytes each instead of a Python string each."""
-    names = [n for n in lake.list_names("samples", check_run_id(run_id)) if n.endswith(".parquet")]
+    names = lake.shard_names("samples", check_run_id(run_id))
     tables = []
     for name in names:
         path = lake.path("samples", run_id, name)
@@ -83,7 +83,7 @@ def list_layouts(lake: Lake | str) -> list[LayoutKey]:
     for run_id in lake.list_folders("embeddings"):
         for layer in lake.list_folders("embeddings", run_id):
             for pooling in lake.list_folders("embeddings", run_id, layer):
-                for name in lake.list_names("embeddings", run_id, layer, pooling):
+                for name in lake.shard_names("embeddings", run_id, layer, pooling):
                     parsed = parse_step_file_name(name)
                     if parsed is not None:
                         found.append(LayoutKey(run_id, layer, pooling, *parsed))
@@ -152,6 +152,6 @@ def graph_file(lake: Lake | str, key: LayoutKey) -> str:
     """The neighbour graph the layout was computed from (its inputs hash is in the layout's params)."""
     lake = as_lake(lake)
     parts = graph_parts(key.run_id, key.layer, key.pooling, key.step, layout_params(lake, key).get("inputs"))
-    if parts[-1] not in lake.list_names(*parts[:-1]):
+    if parts[-1] not in lake.shard_names(*parts[:-1]):
         raise FileNotFoundError(f"no neighbour graph {parts[-1]} for {key.label}; run `make embed`")
     return lake.path(*parts)

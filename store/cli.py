@@ -1,42 +1,51 @@
 """`python -m store ...`: ad hoc SQL over the lake, layouts and neighbours.
 
     python -m store sql --lake lake "SELECT class_name, count(*) FROM samples GROUP BY 1"
-    python -m store sql --lake lake            # interactive DuckDB shell with the views loaded
-    python -m store embed --lake lake          # neighbour graphs + aligned UMAP layouts, latest run
+    python -m store sql --lake lake            # an SQL prompt on the views (store/sql_shell.py)
+    python -m store embed --lake lake          # neighbour graphs + aligned UMAP layouts, latest complete run
     python -m store neighbours --layer enc.4x4_block0 --sample 42 --k 10
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from store.options import (FIT_SAMPLE_MIN, INT32_MAX, INT64_MAX, STEP_MAX, UMAP_SEED_MAX, OneLineParser,
+                           bounded_int, int_list)
+from store.shards import plain_warning_lines
+
+# Every integer option's range (store/options.py says why each bound is what it is).
+COUNT = bounded_int(1, INT32_MAX)
+K = bounded_int(1, INT32_MAX, "k is stored as a 32-bit integer")
+STEP = bounded_int(0, STEP_MAX, "steps are stored as 16-bit integers")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m store", description="Query the lake.")
+    parser = OneLineParser(prog="python -m store", description="Query the lake.")
     commands = parser.add_subparsers(dest="command", required=True)
-    sql = commands.add_parser("sql", help="run one query, or open a DuckDB shell with the views")
-    sql.add_argument("query", nargs="?", help="SQL to run; omit it for an interactive shell")
+    sql = commands.add_parser("sql", help="run one query, or open an SQL prompt on the views")
+    sql.add_argument("query", nargs="?", help="SQL to run; omit it for an SQL prompt (statements end with ;)")
     sql.add_argument("--lake", default="lake", help="lake folder (default: ./lake)")
-    sql.add_argument("--max-rows", type=int, default=100, help="rows to print")
+    sql.add_argument("--max-rows", type=COUNT, default=100, help="rows to print")
     sql.set_defaults(handler=run_sql)
 
     embed = commands.add_parser("embed", help="neighbour graphs and aligned UMAP layouts for a run's layers")
     embed.add_argument("--lake", default="lake", help="lake folder (default: ./lake)")
-    embed.add_argument("--run", help="run id, comma-separated run ids, or `all` (default: the latest run)")
+    embed.add_argument("--run", help="run id, comma-separated run ids, or `all` (default: the latest complete run)")
     embed.add_argument("--layers", help="comma-separated layers (default: every captured layer)")
-    embed.add_argument("--step", help="sampling step, or `all` for every captured step (default: the last)")
+    embed.add_argument("--step", type=bounded_int(0, STEP_MAX, words=("all",)),
+                       help="sampling step, or `all` for every captured step (default: the last)")
     embed.add_argument("--pool", default="mean", help="pooling (default: mean)")
-    embed.add_argument("--n-neighbors", type=int, default=15)
+    embed.add_argument("--n-neighbors", type=bounded_int(2, INT32_MAX), default=15)
     embed.add_argument("--min-dist", type=float, default=0.1)
-    embed.add_argument("--pca", type=int, default=50, help="PCA width for wider layers; 0 turns PCA off")
+    embed.add_argument("--pca", type=bounded_int(0, INT32_MAX), default=50,
+                       help="PCA width for wider layers; 0 turns PCA off")
     embed.add_argument("--standardize", action="store_true", help="z-score each dimension first")
-    embed.add_argument("--seed", type=int, default=0)
-    embed.add_argument("--fit-sample", type=int, default=50_000, help="fit UMAP on this many points, place the rest")
+    embed.add_argument("--seed", type=bounded_int(0, UMAP_SEED_MAX, "UMAP takes 32-bit seeds"), default=0)
+    embed.add_argument("--fit-sample", type=bounded_int(FIT_SAMPLE_MIN, INT32_MAX), default=50_000,
+                       help="fit UMAP on this many points, place the rest")
     embed.add_argument("--no-align", action="store_true", help="lay out every layer independently")
     embed.add_argument("--quiet", action="store_true")
     embed.set_defaults(handler=run_embed)
@@ -45,17 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--lake", default="lake")
     compare.add_argument("--runs", required=True, help="two run ids, comma-separated: A,B")
     compare.add_argument("--pool", default="mean")
-    compare.add_argument("--k", type=int, default=10)
-    compare.add_argument("--steps", help="steps to compare, A,B (default: each run's last step)")
+    compare.add_argument("--k", type=K, default=10)
+    compare.add_argument("--steps", type=int_list(0, STEP_MAX, "steps are stored as 16-bit integers"),
+                         help="steps to compare, A,B (default: each run's last step)")
     compare.set_defaults(handler=run_compare)
 
     atlas = commands.add_parser("atlas", help="export a layout for Apple's Embedding Atlas (one Parquet file)")
     atlas.add_argument("--lake", default="lake")
     atlas.add_argument("--run", required=True)
     atlas.add_argument("--layer", required=True)
-    atlas.add_argument("--step", type=int, help="step (default: the last laid out)")
+    atlas.add_argument("--step", type=STEP, help="step (default: the last laid out)")
     atlas.add_argument("--pool", default="mean")
-    atlas.add_argument("--k", type=int, default=15, help="neighbours per point (default 15)")
+    atlas.add_argument("--k", type=K, default=15, help="neighbours per point (default 15)")
     atlas.add_argument("--images", default="thumb", help="thumb (default), full or none")
     atlas.add_argument("--out", default="atlas.parquet", help="output file (default: atlas.parquet)")
     atlas.set_defaults(handler=run_atlas)
@@ -65,18 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     div.add_argument("--run", required=True, help="run id, or comma-separated run ids")
     div.add_argument("--layer", help="layer, or comma-separated layers (default: every captured layer)")
     div.add_argument("--pool", default="mean")
-    div.add_argument("--step", type=int)
+    div.add_argument("--step", type=STEP)
     div.add_argument("--threshold", type=float, default=0.01, help="cosine distance of a near-duplicate pair")
     div.set_defaults(handler=run_diversity)
 
     knn = commands.add_parser("neighbours", help="k nearest neighbours of a sample in raw activation space")
     knn.add_argument("--lake", default="lake")
-    knn.add_argument("--run", help="run id (default: the latest run)")
+    knn.add_argument("--run", help="run id (default: the latest complete run)")
     knn.add_argument("--layer", required=True)
-    knn.add_argument("--sample", type=int, required=True, help="sample id")
-    knn.add_argument("--k", type=int, default=10)
+    knn.add_argument("--sample", type=bounded_int(0, INT64_MAX, "sample ids are 64-bit integers"), required=True,
+                     help="sample id")
+    knn.add_argument("--k", type=K, default=10)
     knn.add_argument("--pool", default="mean")
-    knn.add_argument("--step", type=int)
+    knn.add_argument("--step", type=STEP)
     knn.set_defaults(handler=run_neighbours)
     return parser
 
@@ -109,15 +120,12 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def embed_steps(lake: str, run_id: str | None, layers: list[str] | None, pooling: str, step: str | None) -> list:
-    """--step: None (the last), a number, or `all` (every step the run captured)."""
+def embed_steps(lake: str, run_id: str | None, layers: list[str] | None, pooling: str, step: int | str | None) -> list:
+    """--step: None (the last), a number (argparse checked its range), or `all` (every step the run captured)."""
     if step is None:
         return [None]
     if step != "all":
-        try:
-            return [int(step)]
-        except ValueError:
-            raise ValueError(f"--step {step!r} must be a step number or `all`") from None
+        return [step]
     from store.lake import Lake
     from store.embed import captured_layers, latest_run
     from store.neighbours import captured_steps
@@ -136,14 +144,9 @@ def run_compare(args: argparse.Namespace) -> int:
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if len(runs) != 2:
         raise ValueError(f"--runs {args.runs!r} must name two runs, e.g. --runs demo-digits-dmd2,demo-digits-edm")
-    steps = [None, None]
-    if args.steps:
-        try:
-            steps = [int(s) for s in args.steps.split(",")]
-        except ValueError:
-            steps = []
-        if len(steps) != 2:
-            raise ValueError(f"--steps {args.steps!r} must be two step numbers, e.g. --steps 0,0")
+    steps = [None, None] if args.steps is None else args.steps  # step numbers in range (argparse checked them)
+    if len(steps) != 2:
+        raise ValueError(f"--steps {','.join(map(str, steps))} must be two step numbers, e.g. --steps 0,0")
     table = compare_runs(args.lake, runs[0], runs[1], args.pool, args.k, step_a=steps[0], step_b=steps[1])
     print(f"{'layer':<20} {'steps':>7} {'samples':>8} {'jaccard':>8} {'cka':>6}  most changed")
     for row in table.to_pylist():
@@ -196,12 +199,15 @@ def run_atlas(args: argparse.Namespace) -> int:
 
 
 def run_neighbours(args: argparse.Namespace) -> int:
+    from store.catalogue import read_run_samples
     from store.embed import latest_run
     from store.neighbours import build_graph
     from store.lake import Lake
 
     require_lake(args.lake)
     run_id = args.run or latest_run(Lake(args.lake))
+    if args.sample not in set(read_run_samples(Lake(args.lake), run_id).column("sample_id").to_pylist()):
+        raise ValueError(f"no sample {args.sample} in run {run_id}; see `make sql Q=\"SELECT sample_id FROM points\"`")
     graph = build_graph(args.lake, run_id, args.layer, args.pool, args.step)
     try:
         ids, distances = graph.of(args.sample, args.k)
@@ -220,8 +226,8 @@ def require_lake(lake: str) -> None:
 def run_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from store.lake import Lake
-    from store.views import connect, render_views
+    from store.sql_shell import run_shell
+    from store.views import connect
 
     require_lake(args.lake)
     if args.query:
@@ -233,17 +239,15 @@ def run_sql(args: argparse.Namespace) -> int:
         if relation is not None:
             relation.show(max_rows=args.max_rows, max_width=200)
         return 0
-    shell = shutil.which("duckdb") or str(Path(sys.executable).parent / "duckdb")
-    if not Path(shell).exists():
-        raise ValueError("no duckdb shell found; install it with `pip install duckdb-cli` (make setup does)")
-    init = Path(tempfile.mkdtemp()) / "views.sql"
-    init.write_text(render_views(Lake(args.lake)))
-    os.execv(shell, [shell, "-init", str(init)])
-    return 0
+    return run_shell(connect(args.lake), args.lake, args.max_rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    plain_warning_lines()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a bad option: its one line is printed (2)
+        return int(stop.code or 0)
     try:
         return args.handler(args)
     except (ValueError, OSError, KeyError) as err:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from store.lake import EMBEDDINGS_SCHEMA, Lake, LayoutKey, check_run_id
+from store.lake import EMBEDDINGS_SCHEMA, Lake, LayoutKey, check_run_id, chunk_of
 from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align, umap_backend
 from store.neighbours import build_graph
 
@@ -42,12 +42,19 @@ class EmbedError(ValueError):
 
 
 def latest_run(lake: Lake) -> str:
+    """The newest complete run of any model (`latest_runs`): a newer run still running, or failed, is skipped."""
     from store.views import connect
 
-    rows = connect(lake.root).sql("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1").fetchall()
-    if not rows:
-        raise EmbedError(f"no runs in lake {lake.uri}; run `make ingest` first")
-    return rows[0][0]
+    con = connect(lake.root)
+    rows = con.sql("SELECT run_id FROM latest_runs ORDER BY updated_at DESC, run_id DESC LIMIT 1").fetchall()
+    if rows:
+        return rows[0][0]
+    newest = con.sql("SELECT run_id, status FROM runs ORDER BY updated_at DESC, run_id DESC LIMIT 1").fetchall()
+    if newest:
+        run_id, status = newest[0]
+        raise EmbedError(f"no complete run in lake {lake.uri} (the newest, {run_id}, is {status}); repeat its "
+                         "`make ingest` command to finish it, or name a run with RUN=... (--run)")
+    raise EmbedError(f"no runs in lake {lake.uri}; run `make ingest` first")
 
 
 def captured_layers(lake: Lake, run_id: str, pooling: str) -> list[str]:
@@ -60,6 +67,16 @@ def captured_layers(lake: Lake, run_id: str, pooling: str) -> list[str]:
     return [layer for layer in recorded if layer in stored and pooling in lake.list_folders("activations", run_id, layer)]
 
 
+def snapshot_chunks(lake: Lake, run_id: str, layers: list[str], pooling: str) -> frozenset[int]:
+    """The chunks every layer is laid out from, taken once: committed (samples shard written) and with a
+    usable vector shard in each of `layers`, so all layers hold the same samples even while an ingest of
+    the run is still writing."""
+    chunks = lake.committed_chunks(run_id)
+    for layer in layers:
+        chunks &= {c for c in map(chunk_of, lake.shard_names("activations", run_id, layer, pooling)) if c is not None}
+    return frozenset(chunks)
+
+
 def embedding_parts(run_id: str, layer: str, pooling: str, step: int, digest: str) -> tuple[str, ...]:
     return LayoutKey(run_id, layer, pooling, step, digest).parts()
 
@@ -67,7 +84,7 @@ def embedding_parts(run_id: str, layer: str, pooling: str, step: int, digest: st
 def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | None = None,
               step: int | None = None, pooling: str = "mean", params: LayoutParams = LayoutParams(),
               align: bool = True, progress: bool = True) -> list[LayoutResult]:
-    """Lay out each chosen layer (default: every captured layer of the latest run, last step)."""
+    """Lay out each chosen layer (default: every captured layer of the latest complete run, last step)."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     run_id = run_id or latest_run(lake)
     available = captured_layers(lake, run_id, pooling)
@@ -79,18 +96,22 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
 
     for table in ("indexes", "embeddings"):  # what a killed embed of this run left behind
         lake.remove_orphan_temporaries(table, run_id)
+    chunks = snapshot_chunks(lake, run_id, chosen, pooling)
+    if not chunks:
+        raise EmbedError(f"run {run_id} has no committed chunk with vectors of every chosen layer yet; "
+                         "wait for its first chunk, or choose layers that were captured")
     results: list[LayoutResult] = []
     previous_xy: np.ndarray | None = None
     previous_ids: np.ndarray | None = None
     chain: list[str] = []  # the layers this one is aligned through, part of its identity
     for layer in tqdm(chosen, desc=f"embed {run_id}", unit="layer", disable=not progress):
-        graph = build_graph(lake, run_id, layer, pooling, step)
+        graph = build_graph(lake, run_id, layer, pooling, step, chunks=chunks)
         layer_step = graph.step
         extra = {"inputs": graph.inputs_hash, "aligned_through": chain if align else None, "umap": umap_backend()}
         digest = params.digest(extra)
         parts = embedding_parts(run_id, layer, pooling, layer_step, digest)
         path = lake.path(*parts)
-        if lake.fs.get_file_info(path).type == pa.fs.FileType.File:
+        if parts[-1] in lake.shard_names(*parts[:-1]):
             table = pq.read_table(path, filesystem=lake.fs, columns=["sample_id", "x", "y", "knn_overlap"])
             xy = np.stack([table.column("x").to_numpy(), table.column("y").to_numpy()], axis=1)
             displacement = None
@@ -101,7 +122,7 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
         else:
             from store.vectors import load_matrix
 
-            ids, vectors = load_matrix(lake, run_id, layer, pooling, layer_step)
+            ids, vectors = load_matrix(lake, run_id, layer, pooling, layer_step, chunks=chunks)
             rows = np.searchsorted(ids, graph.neighbours)  # neighbour sample ids -> row indices
             follows = align and previous_xy is not None and np.array_equal(previous_ids, ids)
             # Aligned layouts start from the previous layer's map, then are Procrustes-fitted onto it.
@@ -166,7 +187,7 @@ def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutP
              "aligned_through": None, "umap": umap_backend()}
     digest = params.digest(extra)
     key = LayoutKey(base.run_id, base.layer, base.pooling, base.step, digest)
-    if lake.fs.get_file_info(lake.path(*key.parts())).type == pa.fs.FileType.File:
+    if key.parts()[-1] in lake.shard_names(*key.parts()[:-1]):
         return key
     unit = normalise(vectors[rows].astype(np.float32))
     k = min(AUDIT_K, len(unit) - 1)

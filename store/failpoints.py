@@ -3,7 +3,8 @@
     DMD2_LENS_FAILPOINT=before-rename:3 python -m ingest run ...
 
 kills the process right before the third shard rename; `before-rename:3:enospc` raises "no space left
-on device" there instead (a full disk, injected). Unset (always, outside tests), a failpoint costs one
+on device" there instead (a full disk, injected), and `before-rename:1:error` raises a RuntimeError (any
+other failure). Unset (always, outside tests), a failpoint costs one
 dictionary lookup.
 """
 
@@ -29,4 +30,6 @@ def failpoint(name: str) -> None:
     if _seen[name] == _target[1]:
         if _target[2] == "enospc":
             raise OSError(errno.ENOSPC, "No space left on device (injected by DMD2_LENS_FAILPOINT)")
+        if _target[2] == "error":
+            raise RuntimeError(f"failure injected by DMD2_LENS_FAILPOINT at {name}")
         os.kill(os.getpid(), signal.SIGKILL)

@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from store.failpoints import failpoint
+from store.shards import footer_problem, outside, warn_skipped
 
 SCHEMA_VERSION = 1
 TEMPORARY_OWNER = f"{socket.gethostname()}~{os.getpid()}"  # host~pid: whose temporary file it is
@@ -191,25 +192,71 @@ class Lake:
     # --- reading ------------------------------------------------------------------------------
 
     def list_names(self, *parts: str) -> list[str]:
-        """File names (not hidden) directly inside a lake folder; empty if it does not exist."""
-        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
-        names = [info.base_name for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File]
-        return sorted(n for n in names if not n.startswith("."))
+        """File names (not hidden) directly inside a lake folder; empty if it does not exist. A link that
+        leads outside the lake is left out, with a warning."""
+        return sorted(name for name, _ in self._entries(parts, files=True))
 
     def list_folders(self, *parts: str) -> list[str]:
-        """Sub-folder names directly inside a lake folder; empty if it does not exist."""
-        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
-        infos = self.fs.get_file_info(selector)
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+        """Sub-folder names directly inside a lake folder; empty if it does not exist (links out of the lake
+        left out, as in `list_names`)."""
+        return sorted(name for name, _ in self._entries(parts, files=False))
+
+    def shard_names(self, *parts: str) -> list[str]:
+        """The Parquet shards of a lake folder that readers may use: every `.parquet` file of `list_names`
+        whose footer is readable and whose columns are those of its table (`parts[0]`); each other one is
+        named in a warning (`store.shards`)."""
+        expected = TABLE_SCHEMAS[parts[0]]
+        good = []
+        for name, info in sorted(self._entries(parts, files=True)):
+            if not name.endswith(".parquet"):
+                continue
+            path = self.path(*parts, name)
+            problem = footer_problem(path, None if self.is_local else self.fs, expected, info.size, info.mtime_ns)
+            if problem:
+                warn_skipped(path, problem, stacklevel=3)
+            else:
+                good.append(name)
+        return good
+
+    def table_shards(self, table: str) -> list[str]:
+        """Paths of every usable shard of a table (`shard_names` of each of its folders)."""
+        folders = [()]
+        for _ in range(TABLE_DEPTHS[table]):
+            folders = [(*f, sub) for f in folders for sub in self.list_folders(table, *f)]
+        return [self.path(table, *f, name) for f in folders for name in self.shard_names(table, *f)]
+
+    def _entries(self, parts: tuple[str, ...], files: bool) -> list[tuple[str, pafs.FileInfo]]:
+        """(name, info) of the visible files (or folders) directly inside a lake folder, followed through
+        links that stay inside the lake."""
+        folder = self.path(*parts)
+        wanted = pafs.FileType.File if files else pafs.FileType.Directory
+        if self.is_local and (where := outside(folder, self._real_root())):
+            if os.path.exists(folder):
+                warn_skipped(folder, f"outside the lake: a link to {where}", stacklevel=4)
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        entries = []
+        for info in infos:
+            if info.base_name.startswith("."):
+                continue
+            if self.is_local and os.path.islink(info.path) and (where := outside(info.path, self._real_root())):
+                warn_skipped(info.path, f"outside the lake: a link to {where}", stacklevel=4)
+                continue
+            if info.type == wanted:
+                entries.append((info.base_name, info))
+        return entries
+
+    def _real_root(self) -> str:
+        return os.path.realpath(self.root)
 
     def committed_chunks(self, run_id: str) -> set[int]:
-        """Chunks of a run whose samples shard exists (the commit point)."""
-        return {c for c in map(chunk_of, self.list_names("samples", run_id)) if c is not None}
+        """Chunks of a run whose samples shard exists and is usable (the commit point)."""
+        return {c for c in map(chunk_of, self.shard_names("samples", run_id)) if c is not None}
 
     def read_runs(self, run_id: str) -> pa.Table:
-        names = [n for n in self.list_names("runs", run_id) if n.endswith(".parquet")]
+        names = self.shard_names("runs", run_id)
         tables = [pq.read_table(self.path("runs", run_id, n), filesystem=self.fs) for n in names]
-        return pa.concat_tables(tables) if tables else RUNS_SCHEMA.empty_table()
+        return pa.concat_tables(tables, promote_options="permissive") if tables else RUNS_SCHEMA.empty_table()
 
     def remove_orphan_temporaries(self, *parts: str) -> int:
         """Delete the temporaries under a lake folder that a killed writer of this machine left (its
@@ -283,6 +330,9 @@ SELECTIONS_SCHEMA = pa.schema([
     ("prompt", pa.string()), ("tags", pa.string()), ("x", pa.float32()), ("y", pa.float32()),
     ("saved_at", pa.timestamp("us", tz="UTC")),
 ])
+# How many folder levels lie between a table's folder and its shards.
+TABLE_DEPTHS = {"runs": 1, "samples": 1, "activations": 3, "embeddings": 3, "indexes": 3, "comparisons": 1,
+                "diversity": 3, "selections": 0}
 # Every table and the columns its views read (activations: any vector width, so a variable-size list).
 TABLE_SCHEMAS = {
     "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA,

@@ -290,7 +290,7 @@ def sample_image(lake: Lake | str, run_id: str, chunk: int, sample_id: int, thum
     lake = as_lake(lake)
     check_run_id(run_id)
     name = chunk_name(int(chunk))
-    if name not in lake.list_names("samples", run_id):
+    if name not in lake.shard_names("samples", run_id):
         raise KeyError(f"no chunk {chunk} in run {run_id}")
     columns = ["sample_id", "thumbnail", "image_png"] if thumbnail else ["sample_id", "image_png"]
     table = pq.read_table(lake.path("samples", run_id, name), filesystem=lake.fs, columns=columns,

@@ -109,9 +109,10 @@ def approximate_knn(unit: np.ndarray, k: int, seed: int, candidates: int | None 
     return indices, distances
 
 
-def inputs_hash(lake: Lake, run_id: str, layer: str, pooling: str, step: int, params: dict) -> str:
-    """Digest of the committed vector shards (name and size) and the parameters."""
-    committed = {chunk_name(c) for c in lake.committed_chunks(run_id)}
+def inputs_hash(lake: Lake, run_id: str, layer: str, pooling: str, step: int, params: dict,
+                chunks: frozenset[int] | None = None) -> str:
+    """Digest of the committed vector shards (name and size; only `chunks` when given) and the parameters."""
+    committed = {chunk_name(c) for c in (chunks if chunks is not None else lake.committed_chunks(run_id))}
     shards = []
     for path in shard_paths(lake, run_id, layer, pooling):
         name = path.rsplit("/", 1)[1]
@@ -126,16 +127,17 @@ def graph_path(lake: Lake, run_id: str, layer: str, pooling: str, step: int, dig
 
 
 def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", step: int | None = None,
-                k: int = GRAPH_K, seed: int = 0) -> NeighbourGraph:
-    """Load the persisted graph if its inputs are unchanged, else compute and persist it."""
+                k: int = GRAPH_K, seed: int = 0, chunks: frozenset[int] | None = None) -> NeighbourGraph:
+    """Load the persisted graph if its inputs are unchanged, else compute and persist it (of the run's
+    committed chunks, or of exactly `chunks`)."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     step = resolve_step(lake, run_id, layer, pooling, step)
     params = {"k": k, "metric": "cosine", "exact_limit": EXACT_LIMIT, "seed": seed}
-    digest = inputs_hash(lake, run_id, layer, pooling, step, params)
+    digest = inputs_hash(lake, run_id, layer, pooling, step, params, chunks)
     parts = graph_path(lake, run_id, layer, pooling, step, digest)
-    if lake.fs.get_file_info(lake.path(*parts)).type == pa.fs.FileType.File:
+    if parts[-1] in lake.shard_names(*parts[:-1]):
         return read_graph(lake, parts, digest, step)
-    ids, vectors = load_matrix(lake, run_id, layer, pooling, step)  # only when the graph must be built
+    ids, vectors = load_matrix(lake, run_id, layer, pooling, step, chunks=chunks)  # only when it must be built
     unit = normalise_in_place(vectors)
     rows, distances = exact_knn(unit, k) if len(unit) <= EXACT_LIMIT else approximate_knn(unit, k, seed)
     neighbour_ids = ids[rows]

@@ -49,4 +49,4 @@ def read_selection(lake: Lake | str, name: str) -> pd.DataFrame:
 
 
 def list_selections(lake: Lake | str) -> list[str]:
-    return [n[: -len(".parquet")] for n in as_lake(lake).list_names("selections") if n.endswith(".parquet")]
+    return [n[: -len(".parquet")] for n in as_lake(lake).shard_names("selections")]

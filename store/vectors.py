@@ -19,22 +19,23 @@ class MissingLayerError(ValueError):
 
 
 def shard_paths(lake: Lake, run_id: str, layer: str, pooling: str) -> list[str]:
-    names = [n for n in lake.list_names("activations", run_id, layer, pooling) if n.endswith(".parquet")]
+    names = lake.shard_names("activations", run_id, layer, pooling)
     return [lake.path("activations", run_id, layer, pooling, n) for n in names]
 
 
 def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean", step: int | None = None,
-                committed_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                committed_only: bool = True, chunks: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sample ids int64 (n,), vectors float32 (n, dim)) sorted by sample id, for one step.
 
     `step` None means the last captured step. With `committed_only`, rows of chunks whose samples
-    shard is missing (a crash between the two writes) are left out.
+    shard is missing (a crash between the two writes) are left out. `chunks` reads exactly those chunks (a
+    snapshot taken once, so that several layers read while an ingest is writing hold the same samples).
     """
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     paths = shard_paths(lake, run_id, layer, pooling)
-    if committed_only:
-        committed = {chunk_name(c) for c in lake.committed_chunks(run_id)}
-        paths = [p for p in paths if p.rsplit("/", 1)[1] in committed]
+    if chunks is not None or committed_only:
+        wanted = {chunk_name(c) for c in (chunks if chunks is not None else lake.committed_chunks(run_id))}
+        paths = [p for p in paths if p.rsplit("/", 1)[1] in wanted]
     if not paths:
         raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
                                 "see the `captured` view for what exists")

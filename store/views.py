@@ -5,8 +5,9 @@
     >>> con.sql("SELECT class_name, count(*) FROM samples GROUP BY 1").df()
 
 The views read Parquet globs, so new shards show up in every query. A table that has no shards yet
-gets an empty view with the same columns (DuckDB refuses a glob that matches nothing); call
-`connect` again once the first shards exist.
+gets an empty view with the same columns (DuckDB refuses a glob that matches nothing), and a table with
+a damaged or foreign shard is read from the list of its good shards; call `refresh(con, lake)` (or
+`connect` again) to see shards written since.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from store.lake import TABLE_SCHEMAS, Lake
-from store.shards import CorruptShardWarning, unreadable, warn_skipped  # noqa: F401 (CorruptShardWarning: public here too)
+from store.lake import TABLE_SCHEMAS, Lake, as_lake
+from store.shards import CorruptShardWarning  # noqa: F401 (public here too)
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 VIEWS_FILE = SQL_DIR / "views.sql"
@@ -46,28 +47,36 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def glob_escaped(path: str) -> str:
+    """A path DuckDB's file reader takes literally: it expands `*`, `?` and `[...]` even in a list of files,
+    so a lake under `runs[1]/` would read `runs1/`'s files."""
+    return re.sub(r"[\[\]*?]", lambda m: f"[{m.group(0)}]", path)
+
+
 def render_views(lake: Lake) -> str:
-    """views.sql with the lake's root filled in, empty relations for tables without shards, and corrupt
-    shards left out (with a warning naming each), so one bad file does not make a whole table unreadable."""
+    """views.sql with the lake's root filled in, empty relations for tables without shards, and shards that
+    readers may not use (damaged, foreign, or links out of the lake: `store.shards`) left out with a warning
+    naming each. A table whose files are all usable is read through its glob, so shards written later show
+    up in the same connection; otherwise through the list of its usable shards."""
     root = lake.local_root()
 
     def substitute(match: re.Match) -> str:
         table, glob = match.group("table"), match.group("glob")
-        files = sorted((root / table).glob(glob))
-        if not files:
+        usable = lake.table_shards(table)
+        if not usable:
             return empty_relation(TABLE_SCHEMAS[table])
-        bad = {f: why for f in files if (why := unreadable(f))}
-        if not bad:  # the glob itself, so shards written later show up in the same connection
-            return match.group(0).replace("'{lake}/", sql_literal(str(root) + "/")[:-1], 1)
-        for path, why in bad.items():
-            warn_skipped(path, why, stacklevel=4)
-        good = [f for f in files if f not in bad]
-        if not good:
-            return empty_relation(TABLE_SCHEMAS[table])
-        listed = "[" + ", ".join(sql_literal(str(f)) for f in good) + "]"
-        return match.group(0).replace(f"'{{lake}}/{table}/{glob}'", listed, 1)
+        source = f"'{{lake}}/{table}/{glob}'"
+        if sorted(str(f) for f in (root / table).glob(glob)) == sorted(usable):
+            return match.group(0).replace(source, sql_literal(glob_escaped(f"{root}/{table}/") + glob), 1)
+        listed = "[" + ", ".join(sql_literal(glob_escaped(f)) for f in usable) + "]"
+        return match.group(0).replace(source, listed, 1)
 
     return READ_PARQUET.sub(substitute, VIEWS_FILE.read_text())
+
+
+def refresh(con: duckdb.DuckDBPyConnection, lake: str | Path | Lake) -> None:
+    """Re-create a connection's views, so shards written since `connect` are checked and seen."""
+    con.execute(render_views(as_lake(lake)))
 
 
 def connect(lake: str | Path = "lake", threads: int | None = None) -> duckdb.DuckDBPyConnection:

@@ -194,7 +194,9 @@ def browser():
 class Server:
     """A real `python -m dashboards serve` process on an ephemeral port."""
 
-    def __init__(self, lake: Path, timeout: float = 120) -> None:
+    def __init__(self, lake: Path, timeout: float = 120, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
+        import os
         import subprocess
         import sys
         import time
@@ -204,8 +206,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(lake.parent / f"serve-{self.port}.log", "w+")
         self.process = subprocess.Popen([sys.executable, "-m", "dashboards", "serve", "--lake", str(lake),
-                                         "--port", str(self.port)], cwd=REPO, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+                                         "--port", str(self.port), *args], cwd=REPO, stdout=self.log,
+                                        stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

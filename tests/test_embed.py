@@ -131,3 +131,36 @@ def test_killed_graph_build_is_rebuilt(digits_lake, tmp_path):
     assert stored_layouts(lake) == []  # nothing half-written became visible
     assert embed_cli(lake).returncode == 0
     assert len(stored_layouts(lake)) == 2 * 3  # a layout and a graph per captured layer
+
+
+def test_layers_are_laid_out_from_one_snapshot_while_an_ingest_writes(digits_lake, tmp_path, monkeypatch):
+    """A chunk committed by a concurrent ingest after the first layer was read does not reach the later
+    layers: every layer holds the same samples, so each is aligned onto the one before."""
+    import store.embed
+    from store.lake import chunk_name
+
+    lake = tmp_path / "lake"
+    shutil.copytree(digits_lake["lake"], lake)
+    held = tmp_path / "held"
+    late = sorted(lake.rglob(chunk_name(2)))  # chunk 2's samples shard and every vector shard
+    for shard in late:
+        target = held / shard.relative_to(lake)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shard.rename(target)
+    real_build_graph = store.embed.build_graph
+
+    def build_then_commit(*args, **kwargs):
+        graph = real_build_graph(*args, **kwargs)
+        for shard in held.rglob(chunk_name(2)):  # the ingest commits chunk 2: vectors first, samples last
+            destination = lake / shard.relative_to(held)
+            if "samples" not in shard.parts:
+                shard.rename(destination)
+        for shard in held.rglob(chunk_name(2)):
+            shard.rename(lake / shard.relative_to(held))
+        return graph
+
+    monkeypatch.setattr(store.embed, "build_graph", build_then_commit)
+    results = embed_run(str(lake), digits_lake["result"].run_id, progress=False)
+    assert len(results) == 3 and {r.samples for r in results} == {256}
+    assert results[0].displacement is None and all(r.displacement is not None for r in results[1:])
+    assert sorted(lake.rglob(chunk_name(2))) == late  # the chunk did arrive during the embed

@@ -534,3 +534,92 @@ def test_k_slider_and_2d_neighbours(served, page):
     overlap = len(set(expected) & set(int(i) for i in graph.of(7, 15)[0]))
     assert page.locator(".lens-overlap").inner_text() == f"{overlap} of 15"
     assert page.problems == []
+
+
+# --- a damaged lake, a link out of it, and an action that fails -------------------------------------------
+
+@pytest.fixture(scope="module")
+def damaged(paired_lake, tmp_path_factory):
+    """A copy of the paired lake with a damaged and a foreign shard in every table, a samples shard that is
+    a link to a file outside the lake, served with every shard write failing (an injected RuntimeError)."""
+    from store.lake import chunk_name
+    from tests.test_shards import TABLES, plant
+
+    root = tmp_path_factory.mktemp("damaged")
+    lake = root / "lake"
+    shutil.copytree(paired_lake["lake"], lake)
+    for table in TABLES:
+        if table != "selections":  # there is none to copy; planted below
+            plant(lake, table, "truncated")
+            plant(lake, table, "foreign")
+    (lake / "selections").mkdir()
+    (lake / "selections" / "broken.parquet").write_bytes(b"PAR1 not really")
+    student = paired_lake["student"]
+    shutil.copy(lake / "samples" / student / chunk_name(0), root / "outside.parquet")
+    (lake / "samples" / student / chunk_name(7)).symlink_to(root / "outside.parquet")
+    server = Server(lake, env={"DMD2_LENS_FAILPOINT": "before-rename:1:error"})
+    yield {"url": server.url, "lake": lake, "student": student, "server": server}
+    server.stop()
+
+
+def test_a_damaged_lake_opens_and_a_failed_action_is_a_notice(browser, damaged):
+    import urllib.error
+    import urllib.request
+
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    problems = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    open_explorer(page, damaged["url"], f"?run={damaged['student']}&sample=5")
+    assert coloured_fraction(map_pixels(page)) > 0.002, "the map looks blank"
+    assert shown_count(page) == 300
+    with urllib.request.urlopen(f"{damaged['url']}/image/{damaged['student']}/0/0/thumb") as response:
+        assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as err:  # chunk 7 is a link out of the lake
+        urllib.request.urlopen(f"{damaged['url']}/image/{damaged['student']}/7/0")
+    assert err.value.code == 404
+    page.locator("input[placeholder='name, e.g. odd-sevens']").fill("will-fail")
+    page.locator("input[placeholder='name, e.g. odd-sevens']").press("Enter")
+    page.get_by_role("button", name="Collect point").click()
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Save selection (collected + box/lasso)").click()
+    alert = page.wait_for_selector(".lens-alert", timeout=20_000)
+    assert "failure injected" in alert.inner_text() and "did not work" in alert.inner_text()
+    assert not (damaged["lake"] / "selections" / "will-fail.parquet").exists()
+    for tab, ready in (("compare", ".lens-layer-table .tabulator-row"),
+                       ("diversity", ".lens-diversity-table .tabulator-row")):
+        page.goto(f"{damaged['url']}/explorer?tab={tab}")
+        page.wait_for_selector(ready, timeout=60_000)
+    log = damaged["server"].output()
+    assert "skipping shard" in log and "outside the lake" in log
+    assert "failure injected" in log  # the traceback stays in the server's log too
+    assert problems == []
+    context.close()
+
+
+BAD_URLS = {  # URL parameters a person could paste or mistype, each answered by one notice on the page
+    "sample beyond 64 bits": "sample=99999999999999999999999",
+    "negative sample": "sample=-1",
+    "class beyond 64 bits": "classes=99999999999999999999999",
+    "class not a number": "classes=1e400",
+    "step beyond 64 bits": "step=99999999999999999999",
+    "unknown layout": "layout=zzz",
+    "unknown run": "run=nope",
+    "hostile layer": "layer=%3Cscript%3Ealert(1)%3C/script%3E",
+    "unknown tab": "tab=x",
+}
+
+
+def lake_listing(lake: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(lake)), p.stat().st_size) for p in lake.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("case", BAD_URLS)
+def test_a_bad_url_parameter_is_one_notice_and_the_map_still_draws(served, page, case):
+    before = lake_listing(served["lake"])
+    open_explorer(page, served["url"], "?" + BAD_URLS[case])
+    notices = page.locator(".lens-notice").all_inner_texts()
+    assert len(notices) == 1 and notices[0].startswith("ignored URL parameter " + BAD_URLS[case].split("=")[0])
+    assert coloured_fraction(map_pixels(page)) > 0.002, "the map looks blank"
+    assert page.dialogs == [] and page.problems == []
+    assert lake_listing(served["lake"]) == before

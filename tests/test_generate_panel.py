@@ -1,5 +1,5 @@
 """Generate into the map and regenerate from a seed, in a real browser against `python -m dashboards serve`
-on the paired digits lake (CPU)."""
+on the paired digits lake (CPU); and the Regenerate result's HTML, without a browser."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import time
 import pytest
 
 from dashboards.browser import MARKER_ROLES_JS, PLOT_JS
+from dashboards.generate_panel import regenerated_html
+from ingest.interactive import PixelDifference, Reproduction
 from store import catalogue, connect
 from store.placement import place_run
 from tests.conftest import images_loaded
-
-pytestmark = pytest.mark.browser
 
 
 def open_map(page, url: str) -> None:
@@ -22,6 +22,7 @@ def open_map(page, url: str) -> None:
     page.wait_for_timeout(500)
 
 
+@pytest.mark.browser
 def test_generate_a_digit_into_the_map(paired_server, paired_page):
     page, lake, student = paired_page, paired_server["lake"], paired_server["student"]
     open_map(page, f"{paired_server['url']}/explorer?run={student}")
@@ -52,6 +53,7 @@ def test_generate_a_digit_into_the_map(paired_server, paired_page):
     assert page.problems == []
 
 
+@pytest.mark.browser
 def test_regenerate_a_point_from_its_seed(paired_server, paired_page):
     page = paired_page
     open_map(page, f"{paired_server['url']}/explorer?run={paired_server['student']}&sample=5")
@@ -59,6 +61,47 @@ def test_regenerate_a_point_from_its_seed(paired_server, paired_page):
     page.get_by_role("button", name="Regenerate from its seed").click()
     result = page.locator(".lens-regenerated[data-sample='5']")
     result.wait_for(timeout=60_000)
-    assert result.get_attribute("data-verdict") in ("identical", "reproduced within float rounding")
-    assert "image identical" in result.inner_text()
+    assert result.get_attribute("data-verdict") == "identical"  # 300 of 300 digits samples are, alone, on CPU
+    assert "Identical image (bit for bit)" in result.inner_text()
     assert page.problems == []
+
+
+def test_the_regenerate_result_is_the_summary_line_escaped():
+    result = Reproduction("run<x>", 5, 42, PixelDifference(1, 1, 3072), 6, 1e-4, 2e-5, 64, 1, "cpu", "cpu", b"")
+    html = regenerated_html(5, result)
+    assert "data-verdict='rounding'" in html and "data-sample='5'" in html
+    assert ("sample 5 (seed 42): Equal up to batch-size rounding: max difference 1/255 in 1 of 3,072 pixel values "
+            "(batch of 64 at ingest, batch of 1 now); activations within 1e-4 (6 vectors).") in html
+    device = "<script>alert(1)</script>"  # a device name from a hostile lake's run log
+    hostile = regenerated_html(5, Reproduction("r", 5, 42, PixelDifference(9, 40, 64), 6, 0.0, 0.0, 50, 1, device,
+                                                "cpu", b""))
+    assert "<script>" not in hostile and "on &lt;script&gt;alert(1)&lt;/script&gt; at ingest" in hostile
+
+
+def test_generate_and_regenerate_wait_for_the_sessions_running_job(embedded_lake):
+    """While a recompute (or any heavy job) runs for the page, Generate and Regenerate refuse with a notice
+    and start nothing; a seed whose samples would pass 2**63 is refused."""
+    import threading
+
+    from dashboards.generate_panel import GeneratePanel
+    from dashboards.map_state import MapState
+    from store import maps
+
+    lake = embedded_lake["lake"]
+    state = MapState(str(lake), connect(lake))
+    state.points = maps.points_for(lake, catalogue.list_layouts(lake)[0])
+    state.selected_id = int(state.points.frame["sample_id"].iat[0])
+    panel = GeneratePanel(state, lambda: 5, lambda positions: None, lambda sample: None, lambda fn: fn())
+    panel.follow_layout()
+    threads = threading.active_count()
+    assert state.job.start("a layout being computed") is None
+    panel.start_generate()
+    assert "a layout being computed is still running" in panel.status.object and not panel.button.disabled
+    panel.start_regenerate()
+    assert "still running" in panel.regenerate_status.object
+    assert threading.active_count() == threads  # no worker was started
+    state.job.done()
+    panel.count.value = 2
+    panel.seed.value = str(2**63 - 1)
+    panel.start_generate()
+    assert "not a whole number from 0 to" in panel.status.object and state.job.running is None

@@ -11,7 +11,8 @@ def test_malformed_url_parameters_are_ignored_with_a_notice(hostile_lake):
     tab = MapTab(str(hostile_lake["lake"]), {"run": "../../etc", "layer": "<b>x</b>", "sample": "1e9'",
                                        "classes": "3,drop", "step": "-1"})
     notices = tab.notices.object
-    assert notices.count("lens-notice") == 4  # run, layer, sample, classes (step falls back silently)
+    assert notices.count("lens-notice") == 5  # run, layer, sample, classes, step
+    assert "step=&#x27;-1&#x27;" in notices
     assert "&lt;b&gt;x&lt;/b&gt;" in notices and "<b>x</b>" not in notices
     assert tab.state.selected_id is None and tab.filters.classes.value == []
     assert int(tab.state.keep.sum()) == len(tab.state.points)

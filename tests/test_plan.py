@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
+import torch
 
-from ingest.plan import PlanError, Prompt, class_plan, explicit_plan, prompt_plan, read_prompt_file, sample_seeds
+from ingest import plan as plan_module
+from ingest.plan import (MAX_LINE_CHARS, MAX_PROMPT_CHARS, PlanError, Prompt, class_plan, explicit_plan, prompt_plan,
+                         read_prompt_file, sample_seeds)
+from store.options import MAX_SAMPLES, SEED_MAX
 
 
 def test_balanced_plan_is_interleaved_so_every_prefix_is_balanced():
@@ -32,16 +38,20 @@ def test_explicit_classes():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(n=5, classes=[10]), "class id 10 out of range; this model has classes 0..9"),
+    (dict(n=5, classes=[10]), r"--classes 10 is out of range \(0 to 9\); this model has 10 classes"),
     (dict(n=5, classes=[-1]), "out of range"),
     (dict(), "give --n"),
-    (dict(n=0), "give --n"),
-    (dict(per_class=0), "at least 1"),
+    (dict(n=0), r"--n 0 is out of range \(1 to 100,000,000\); give at least 1"),
+    (dict(n=MAX_SAMPLES + 1), "give at most 100,000,000"),
+    (dict(per_class=0), "--per-class 0 is out of range"),
+    (dict(per_class=MAX_SAMPLES // 5), r"--per-class 20000000 x 10 classes make 200,000,000 samples, more than"),
     (dict(n=7, per_class=2), "disagrees"),
+    (dict(n=5, seed=-1), "--seed -1 is out of range"),
+    (dict(n=5, seed=2**63), r"--seed 9223372036854775808 is out of range \(0 to 2\*\*63-1\)"),
 ])
 def test_bad_class_plans(kwargs, message):
     with pytest.raises(PlanError, match=message):
-        class_plan(10, seed=0, **kwargs)
+        class_plan(10, **{"seed": 0, **kwargs})
 
 
 def test_sample_seeds_are_distinct_positive_and_stable():
@@ -49,6 +59,24 @@ def test_sample_seeds_are_distinct_positive_and_stable():
     assert len(np.unique(seeds)) == 100_000 and seeds.min() >= 0
     assert sample_seeds(123, np.array([5]))[0] == seeds[5]  # a sample's seed does not depend on the plan size
     assert sample_seeds(124, np.array([5]))[0] != seeds[5]
+
+
+def test_seeds_derived_from_the_largest_run_seed_do_not_overflow():
+    """The run seed's range ends at 2**63-1 (the lake's int64); with the last sample ids a run may hold, the
+    derived seeds are still non-negative int64 that torch takes, with no overflow warning or error."""
+    ids = np.array([0, 1, MAX_SAMPLES - 2, MAX_SAMPLES - 1], dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="raise"):
+            for run_seed in (0, 1, SEED_MAX - 1, SEED_MAX):
+                seeds = sample_seeds(run_seed, ids)
+                assert seeds.dtype == np.int64 and (seeds >= 0).all() and len(set(seeds.tolist())) == len(ids)
+                for seed in seeds.tolist():
+                    assert torch.Generator().manual_seed(seed).initial_seed() == seed
+                    assert torch.Generator().manual_seed(seed ^ 0x5EED).initial_seed() < 2**63  # text models' re-noise
+    plan = class_plan(10, seed=SEED_MAX, n=3)
+    assert plan.seed.tolist() == sample_seeds(SEED_MAX, np.arange(3)).tolist()
+    assert prompt_plan([Prompt("a cat")], seed=SEED_MAX, n=2).seed.min() >= 0
 
 
 def test_prompt_files(tmp_path):
@@ -98,12 +126,73 @@ def test_explicit_seeds_with_one_class_or_one_each():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"seeds": [], "classes": [1]}, "no seeds"),
-    ({"seeds": [-1], "classes": [1]}, "seeds must be between"),
+    ({"seeds": [-1], "classes": [1]}, "--sample-seeds -1 is out of range"),
+    ({"seeds": [2**63], "classes": [1]}, r"--sample-seeds 9223372036854775808 is out of range \(0 to 2\*\*63-1\)"),
     ({"seeds": [1, 2, 3], "classes": [1, 2]}, "3 seeds but 2"),
-    ({"seeds": [1], "classes": [10]}, "out of range"),
+    ({"seeds": [1], "classes": [10]}, "--classes 10 is out of range"),
+    ({"seeds": [1], "prompts": [Prompt("x" * (MAX_PROMPT_CHARS + 1))]}, "prompt of 4,001 characters, longer than"),
     ({"seeds": [1]}, "give a class or a prompt"),
     ({"seeds": [1], "prompts": [Prompt("  ")]}, "empty prompt"),
 ])
 def test_bad_explicit_plans(kwargs, message):
     with pytest.raises(PlanError, match=message):
         explicit_plan(num_classes=10, **kwargs)
+
+
+def test_plain_text_prompts_are_stripped_and_jsonl_prompts_kept_exactly(tmp_path):
+    text = tmp_path / "prompts.txt"
+    text.write_text("  a cat \t\n\ta dog\r\n", encoding="utf-8")
+    assert [p.text for p in read_prompt_file(text)] == ["a cat", "a dog"]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "  a cat \t"}) + "\n", encoding="utf-8")
+    assert [p.text for p in read_prompt_file(jsonl)] == ["  a cat \t"]
+
+
+def test_lines_are_numbered_as_before_the_file_was_streamed(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a"}\r\n\n{"prompt": "b"}\f{oops}\n', encoding="utf-8")
+    with pytest.raises(PlanError, match=r"p.jsonl:4: not valid JSON"):
+        read_prompt_file(path)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("long.txt", "a cat\n" + "x" * (MAX_PROMPT_CHARS + 1) + "\n",
+     r"long.txt:2: prompt of 4,001 characters, longer than the limit of 4,000; shorten it"),
+    ("long.jsonl", json.dumps({"prompt": "é" * (MAX_PROMPT_CHARS + 1)}) + "\n", r"long.jsonl:1: prompt of 4,001"),
+    ("huge.txt", "a cat\n\n" + "x" * (MAX_LINE_CHARS * 30), r"huge.txt:3: line longer than 65,536 characters"),
+])
+def test_prompt_length_limits_name_the_file_line_and_limit(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(PlanError, match=message):
+        read_prompt_file(path)
+    fits = tmp_path / "fits.txt"
+    fits.write_text("y" * MAX_PROMPT_CHARS)
+    assert read_prompt_file(fits) == [Prompt("y" * MAX_PROMPT_CHARS)]  # the limit itself is allowed
+
+
+def test_a_giant_line_is_never_read_whole(tmp_path):
+    """Reading stops at the line limit: a 32 MB line costs about as much memory as a 64 KB one."""
+    path = tmp_path / "giant.txt"
+    path.write_text("x" * 32 * 1024**2, encoding="utf-8")
+    tracemalloc.start()
+    try:
+        with pytest.raises(PlanError, match="giant.txt:1: line longer than"):
+            read_prompt_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024**2
+
+
+def test_prompt_file_size_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_module, "MAX_PROMPT_FILE_BYTES", 1024**2)
+    path = tmp_path / "big.txt"
+    path.write_text("a cat\n" * 200_000, encoding="utf-8")
+    with pytest.raises(PlanError, match=r"big.txt: 1 MiB, larger than the limit of 1 MiB; split it"):
+        read_prompt_file(path)
+
+
+def test_a_folder_is_not_a_prompt_file(tmp_path):
+    with pytest.raises(PlanError, match="a folder, not a prompt file"):
+        read_prompt_file(tmp_path)

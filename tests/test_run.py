@@ -114,7 +114,7 @@ def test_in_process_api_and_bad_options(tmp_path):
         run_ingest(IngestConfig(model="imagenet", lake=str(tmp_path), n=1, progress=False))
     with pytest.raises(ValueError, match="no CUDA device"):
         run_ingest(IngestConfig(lake=str(tmp_path), n=1, device="cuda", progress=False))
-    with pytest.raises(ValueError, match="class id 12 out of range"):
+    with pytest.raises(ValueError, match="--classes 12 is out of range"):
         run_ingest(IngestConfig(lake=str(tmp_path), n=1, classes=[12], progress=False))
     with pytest.raises(ValueError, match="is class-conditional"):
         run_ingest(IngestConfig(lake=str(tmp_path), prompts=str(tmp_path / "p.txt"), progress=False))
@@ -134,7 +134,12 @@ def test_a_full_disk_fails_cleanly_and_the_run_resumes(tmp_path, clean_run):
 
 @pytest.mark.parametrize("change, message", [
     (dict(poolings=("nope",)), "unknown --pool nope"),
-    (dict(workers=0), "must be at least 1"),
+    (dict(workers=0), r"--workers 0 is out of range \(1 to 1,024\); give at least 1"),
+    (dict(batch=0), "--batch 0 is out of range"),
+    (dict(chunk_size=10**9), "--chunk-size 1000000000 is out of range"),
+    (dict(seed=-1), "--seed -1 is out of range"),
+    (dict(seed=2**64), r"--seed 18446744073709551616 is out of range \(0 to 2\*\*63-1\)"),
+    (dict(n=10**9), "--n 1000000000 is out of range"),
     (dict(layers="no.such.layer"), "no.such.layer"),
     (dict(dtype="fp8"), "unknown --dtype"),
 ])
