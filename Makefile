@@ -29,7 +29,7 @@ LAKE   ?= lake
 HOST   ?= 127.0.0.1
 PORT   ?= 5006
 
-.PHONY: help setup test layers estimate ingest embed compare diversity atlas sql download serve demo bench bench-dashboard bench-generate screenshot gpu-check digits-model digits-report clean
+.PHONY: help setup test layers estimate ingest ingest-images ingest-real-digits embed compare diversity fidelity atlas sql download serve demo bench bench-dashboard bench-generate screenshot gpu-check digits-model digits-report features digits-features-model clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -67,6 +67,15 @@ ingest: setup  ## generate into the lake: make ingest MODEL=digits-dmd2 N=1000 L
 		$(if $(BASE),--base $(BASE)) $(if $(VAE),--vae $(VAE)) \
 		$(if $(or $(N),$(PER_CLASS),$(CLASSES),$(PROMPTS)),,--n 1000)
 
+# Real images as a run (no activations): class from sub-folder names, or LABELS=file.csv with a header
+# file,class_id[,class_name] or file,prompt[,tags]; SIZE=64 centre-crops and resizes to 64x64.
+ingest-images: setup  ## real images as a run: make ingest-images FOLDER=photos RUN=real-photos [LABELS=labels.csv] [SIZE=64]
+	$(PY) -m ingest images $(if $(FOLDER),--folder '$(FOLDER)') $(if $(RUN),--run-id '$(RUN)') --lake $(LAKE) \
+		$(if $(LABELS),--labels '$(LABELS)') $(if $(SIZE),--size $(SIZE))
+
+ingest-real-digits: setup  ## scikit-learn's 1,797 real digits as the run real-digits (RUN= for another id)
+	$(PY) -m ingest real-digits --lake $(LAKE) $(if $(RUN),--run-id '$(RUN)')
+
 download: setup  ## fetch a preset's files into the hub cache ahead of a run: make download MODEL=sdxl-1step
 	$(PY) -m ingest download $(MODEL)
 
@@ -81,15 +90,20 @@ serve: setup  ## the dashboard on a lake: make serve LAKE=lake HOST=127.0.0.1 PO
 # Student and teacher on the same plan (same classes and seeds), embedded, then served.
 DEMO_PER_CLASS ?= 200
 DEMO_LAYERS    ?= enc.8x8_block0,enc.4x4_block0,enc.2x2_block0,dec.2x2_block1,dec.4x4_block1,dec.8x8_block1
-demo: setup  ## one command from a fresh clone: ingest the embedded digits models, embed, serve, print the URL
+demo: setup  ## one command from a fresh clone: the embedded digits models and the real digits, features, embed, compare, fidelity, serve
 	$(PY) -m ingest run --model digits-dmd2,digits-edm --run-id demo-digits-dmd2,demo-digits-edm --lake $(LAKE) \
 		--layers '$(DEMO_LAYERS)' --per-class $(DEMO_PER_CLASS) --seed $(SEED)
-	$(PY) -m store embed --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
+	$(PY) -m ingest real-digits --lake $(LAKE)
+	for run in demo-digits-dmd2 demo-digits-edm real-digits; do \
+		$(PY) -m ingest features --lake $(LAKE) --run $$run --extractor digits --device $(DEVICE) || exit 1; done
+	$(PY) -m store embed --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm,real-digits
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --step 0
 	$(PY) -m store embed --lake $(LAKE) --run demo-digits-edm --layers dec.8x8_block1 --step all
 	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm --steps 0,0
 	$(PY) -m store compare --lake $(LAKE) --runs demo-digits-dmd2,demo-digits-edm
 	$(PY) -m store diversity --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm
+	$(PY) -m store fidelity --lake $(LAKE) --run demo-digits-dmd2,demo-digits-edm --reference real-digits \
+		--layer features.digits
 	$(PY) -m dashboards serve --lake $(LAKE) --host $(HOST) --port $(PORT) $(foreach h,$(ALLOW_HOST),--allow-host $(h))
 
 compare: setup  ## paired runs, per layer: make compare RUNS=demo-digits-dmd2,demo-digits-edm STEPS=0,0
@@ -97,6 +111,15 @@ compare: setup  ## paired runs, per layer: make compare RUNS=demo-digits-dmd2,de
 
 diversity: setup  ## per-class diversity: make diversity RUN=a[,b] [LAYER=dec.4x4_block1] (default: every layer)
 	$(PY) -m store diversity --lake $(LAKE) --run $(RUN) $(if $(LAYER),--layer $(LAYER))
+
+fidelity: setup  ## runs against a reference, per class: make fidelity RUN=a[,b] REFERENCE=r LAYER=l [K=5] [STEP=]
+	$(PY) -m store fidelity --lake $(LAKE) --run $(RUN) --reference $(REFERENCE) --layer $(LAYER) --pool $(POOL) \
+		$(if $(K),--k $(K)) $(if $(STEP),--step $(STEP))
+
+# EXTRACTOR: digits (default), clip, dinov2, a model folder or a hub repo id; BATCH only when given.
+features: setup  ## reference features of a run as its layer features.<name>: make features RUN=... EXTRACTOR=digits
+	$(PY) -m ingest features --lake $(LAKE) --run $(RUN) --extractor $(or $(EXTRACTOR),digits) --device $(DEVICE) \
+		$(if $(filter-out file default,$(origin BATCH)),--batch $(BATCH)) $(if $(NAME),--name $(NAME))
 
 atlas: setup  ## export a layout for Apple's Embedding Atlas: make atlas RUN=... LAYER=... OUT=atlas.parquet
 	$(PY) -m store atlas --lake $(LAKE) --run $(RUN) --layer $(LAYER) --out $(or $(OUT),atlas.parquet) \
@@ -110,6 +133,7 @@ BENCH_DIMS  ?= 768,1280
 
 bench: setup  ## benchmarks (ingest, then embed/neighbours at BENCH_SIZES x BENCH_DIMS); figures go in the README
 	$(PY) -m ingest.bench
+	$(PY) -m ingest.features_bench --cases digits
 	$(PY) -m store.bench --sizes $(BENCH_SIZES) --dims $(BENCH_DIMS)
 	$(PY) -m dashboards.bench --sizes $(DASH_BENCH_SIZES)
 
@@ -125,11 +149,15 @@ screenshot: setup  ## refresh docs/explorer.png and docs/compare.png (the README
 	cp .cache/screenshots/explorer.png docs/explorer.png
 	cp .cache/screenshots/compare.png docs/compare.png
 
-gpu-check: setup  ## GPU throughput of the real-size ImageNet-64 and SDXL generators, random weights (one ~10 min run)
+gpu-check: setup  ## GPU throughput of the real-size generators and feature encoders (CLIP-L/14, DINOv2), random weights
 	$(PY) -m ingest.gpu_check --device cuda
+	$(PY) -m ingest.features_bench --cases clip,dinov2 --device cuda
 
 digits-model: setup  ## retrain the embedded digits models from a seed on CPU (~35 min): make digits-model SEED=0
 	$(PY) -m ingest.train_digits --seed $(SEED)
+
+digits-features-model: setup  ## retrain the digits feature network (the `digits` extractor) from a seed on CPU (seconds)
+	$(PY) -m ingest.train_digits_features --seed $(SEED)
 
 digits-report: setup  ## quality figures of the shipped digits models (agreement, diversity, time)
 	$(PY) -m ingest.digits_report --n 1000

@@ -4,6 +4,7 @@ classes in a table below. When the run was compared with another (its teacher, s
 for the same class sit beside its own, under a header naming it.
 
 Clicking a row filters the map to that class or prompt; clicking its near-duplicate pair opens both images.
+Below, `fidelity_view` shows the run (and its paired run) against a reference in a fixed feature space.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Callable
 import pandas as pd
 import panel as pn
 
-from dashboards.render import esc, html_pane, image_url
+from dashboards.fidelity_view import FidelityView
+from dashboards.render import TABLE_CSS, esc, html_pane, image_url
 from store import maps
 from store.compare import partners
 from store.diversity import stored_diversity, stored_diversity_layers, stored_thresholds
@@ -24,13 +26,6 @@ LABEL_COLUMN = "class or prompt"
 MEASURES = [("distance", "mean_pairwise_distance", 3), ("purity", "knn_purity", 3),
             ("near-dups", "near_duplicate_pairs", 0), ("Vendi", "vendi_score", 2)]
 PAIRED = " (paired)"
-# Columns are as wide as their title and figures (no title is cut); the pair column's long title wraps.
-# The tables set their own type size, so that the template's larger type does not widen them.
-TABLE_CSS = """
-:host .tabulator { font-size: 13px; }
-.tabulator .tabulator-header .tabulator-col .tabulator-col-content .tabulator-col-title {
-  white-space: normal; text-overflow: clip; overflow-wrap: break-word; }
-"""
 MEANS_CSS = TABLE_CSS + """
 .tabulator-row .tabulator-cell { font-weight: 600; background: #eef2f7; }
 """
@@ -102,6 +97,7 @@ class DiversityView:
         self.status = html_pane("")
         self.pair = html_pane("<i>click a near-duplicate pair to see both images</i>", css_classes=["lens-pair-view"])
         self.frame: pd.DataFrame | None = None
+        self.fidelity = FidelityView(con)
         self.run.param.watch(lambda e: self.refresh_layers(), "value")
         self.layer.param.watch(lambda e: self.refresh_thresholds(), "value")
         self.threshold.param.watch(lambda e: self.load(), "value")
@@ -130,6 +126,7 @@ class DiversityView:
         if not self.layer.value or self.threshold.value is None:
             return
         partner = None if self.partner.value in (None, "(none)") else self.partner.value
+        self.fidelity.follow(self.run.value, partner)
         frame = stored_diversity(self.con, self.run.value, self.layer.value, threshold=self.threshold.value,
                                  partner=partner)
         self.frame = frame
@@ -171,4 +168,4 @@ class DiversityView:
     def view(self) -> pn.viewable.Viewable:
         return pn.Column(pn.Row(self.run, self.layer, self.threshold, self.partner), html_pane(HELP), self.status,
                          self.table, "#### Mean over all classes or prompts", self.means, "### Near-duplicate pair",
-                         self.pair)
+                         self.pair, self.fidelity.view())

@@ -23,6 +23,7 @@ import panel as pn
 from dashboards.map_state import MapState
 from dashboards.render import esc, html_pane, image_url
 from dashboards.thumbs import Thumbs, card
+from store.lake import REAL_MODEL_PREFIX
 from store.maps import sample_rows
 from store.placement import place_run
 from store.views import refresh
@@ -53,8 +54,12 @@ class GeneratePanel:
     # --- following the map -----------------------------------------------------------------------------
 
     def follow_layout(self) -> None:
-        """A new layout on the map: class choices of its run, and generated samples placed on it again."""
+        """A new layout on the map: class choices of its run, and generated samples placed on it again. A run
+        of real images has no model to generate with: both buttons are off, and say why."""
         points = self.state.points
+        real = (points.model or "").startswith(REAL_MODEL_PREFIX)
+        self.button.disabled = real
+        self.status.object = "<span class='lens-help'>real images: no model to generate with</span>" if real else ""
         has_classes = points.has_classes
         options = points.class_options()
         value = self.class_choice.value if self.class_choice.value in options.values() else next(
@@ -152,7 +157,8 @@ class GeneratePanel:
     # --- regenerate -----------------------------------------------------------------------------------
 
     def follow_selection(self) -> None:
-        self.regenerate_button.disabled = self.state.selected_id is None
+        real = (self.state.points.model or "").startswith(REAL_MODEL_PREFIX)
+        self.regenerate_button.disabled = self.state.selected_id is None or real
         self.regenerate_status.object = ""
 
     def start_regenerate(self) -> None:

@@ -22,10 +22,13 @@ from dashboards.layout_picker import LayoutPicker
 from dashboards.map_state import MapState
 from dashboards.map_view import MapView
 from dashboards.recompute_panel import RecomputePanel
-from dashboards.render import esc, html_pane
+from dashboards.render import OVERLAY_COLOUR, esc, html_pane
 from dashboards.trajectories import TrajectoryPanel
 from store import connect, maps
 from store.lake import LayoutKey
+from store.placement import overlay_points, placeable_runs
+
+NO_OVERLAY = "(none)"
 
 
 class MapTab:
@@ -40,6 +43,10 @@ class MapTab:
         self.state = MapState(lake, self.con)
         self.notices = html_pane("", css_classes=["lens-notices"], sizing_mode="stretch_width")
         self.model_info = html_pane("", sizing_mode="stretch_width")
+        self.overlay = pn.widgets.Select(label="Also show another run (dark grey)",
+                                         options=[NO_OVERLAY], value=NO_OVERLAY, sizing_mode="stretch_width")
+        self.overlay_info = html_pane("", sizing_mode="stretch_width")
+        self.overlay.param.watch(lambda e: self.show_overlay(), "value")
         self.map = MapView(responsive=True, on_pick=self.select_sample, on_region=self._region)
         self.picker = LayoutPicker(lake, self.con, self.load_layout, wanted=self.args)
         if not self.picker.layouts:
@@ -115,6 +122,10 @@ class MapTab:
             self.filters.follow_layout(points)
             state.keep = self.filters.mask(points)
             state.region_rows = np.empty(0, dtype=np.int64)
+            runs = placeable_runs(self.lake, key)
+            self.overlay.param.update(options=[NO_OVERLAY, *runs],
+                                      value=self.overlay.value if self.overlay.value in runs else NO_OVERLAY)
+            self.show_overlay(redraw=False)
             self.map.show(points, state.keep)
             self.filters.show_counts(points, state.keep)
             self.inspector.show_selected()  # keeps the selection across layers and steps
@@ -135,8 +146,25 @@ class MapTab:
             state.region_rows = state.region_rows[state.keep[state.region_rows]]
             self.gallery.first_page()
         self.filters.show_counts(state.points, state.keep)
+        self.show_overlay(redraw=False)
         self.map.set_filter(state.keep, fit=True)
         self._state_changed()
+
+    def show_overlay(self, redraw: bool = True) -> None:
+        """Another run's samples (real digits, say) placed on this layout in dark grey, under this run's
+        points, limited to the classes the filter shows."""
+        run_id, key = self.overlay.value, self.state.key
+        if run_id in (None, NO_OVERLAY) or key is None:
+            self.map.set_overlay(None, redraw)
+            self.overlay_info.object = ""
+            return
+        placed = overlay_points(self.lake, key, run_id)
+        if self.filters.classes.value:
+            placed = placed[placed["class_id"].isin(self.filters.classes.value)]
+        self.map.set_overlay(placed, redraw)
+        self.overlay_info.object = (f"<div class='lens-overlay' data-run='{esc(run_id)}' data-count='{len(placed)}'>"
+                                    f"<span class='swatch' style='background:{OVERLAY_COLOUR}'></span>{esc(run_id)}: "
+                                    f"{len(placed):,} samples placed by their {esc(key.layer)} vectors</div>")
 
     def _colour(self, colour: str) -> None:
         self.map.set_colour(colour)
@@ -200,8 +228,8 @@ class MapTab:
     # --- layout ----------------------------------------------------------------------------------------
 
     def sidebar(self) -> list:
-        return [self.notices, *self.picker.widgets(), self.model_info, *self.filters.widgets(),
-                self.generate.view(), self.recompute.view()]
+        return [self.notices, *self.picker.widgets(), self.model_info, *self.filters.widgets(), self.overlay,
+                self.overlay_info, self.generate.view(), self.recompute.view()]
 
     def main(self) -> pn.viewable.Viewable:
         inspector = pn.Column(self.inspector.view(), self.generate.regenerate_button, self.generate.regenerate_status,

@@ -25,7 +25,7 @@ import panel as pn
 from bokeh.models import HoverTool
 
 from dashboards.render import (MAP_HEIGHT, MAP_WIDTH, MARKER_COLOURS, home_range, image_url,
-                               quick_range_updates, shade)
+                               quick_range_updates, shade, shade_overlay)
 from store.maps import MapPoints
 
 Revision = hv.streams.Stream.define("Revision", revision=0)
@@ -50,6 +50,7 @@ class MapView:
         self.keep: np.ndarray | None = None
         self.colour = "label"
         self.highlight_rows: np.ndarray | None = None
+        self.overlay: pd.DataFrame | None = None  # another run's samples placed on this layout (x, y)
         self.hover_id: int | None = None
         self.view_range: tuple | None = None  # what the map shows now (fit or the user's pan and zoom)
         self._stream_range: tuple = (None, None)
@@ -106,6 +107,12 @@ class MapView:
         self.highlight_rows = rows
         self.redraw()
 
+    def set_overlay(self, frame: pd.DataFrame | None, redraw: bool = True) -> None:
+        """Draw another run's placed samples (x, y) in dark grey under this run's points; None: none."""
+        self.overlay = frame
+        if redraw:
+            self.redraw()
+
     def redraw(self) -> None:
         self.revision.event(revision=self.revision.revision + 1)
 
@@ -155,6 +162,9 @@ class MapView:
             highlight = frame.iloc[rows]
         codes = self.points.colour_codes(self.colour) if self.colour in ("label", "tags") else np.empty(0)
         rgba = shade(shown, self.colour, x_range, y_range, codes, (0.0, 1.0), width, height, highlight)
+        if self.overlay is not None and len(self.overlay):
+            under = shade_overlay(self.overlay, x_range, y_range, width, height)
+            rgba = np.where(rgba[..., 3:4] > 0, rgba, under)
         return hv.RGB(rgba, bounds=(x_range[0], y_range[0], x_range[1], y_range[1]), kdims=["x", "y"],
                       vdims=list("RGBA"))
 

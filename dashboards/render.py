@@ -54,6 +54,15 @@ span.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4p
 """
 
 
+# Tables: columns as wide as their title and figures (no title is cut; long titles wrap), and their own type
+# size, so that the template's larger type does not widen them.
+TABLE_CSS = """
+:host .tabulator { font-size: 13px; }
+.tabulator .tabulator-header .tabulator-col .tabulator-col-content .tabulator-col-title {
+  white-space: normal; text-overflow: clip; overflow-wrap: break-word; }
+"""
+
+
 def html_pane(text: str = "", **options) -> pn.pane.HTML:
     """An HTML pane with the dashboards' styles (panes render in their own shadow DOM)."""
     return pn.pane.HTML(text, stylesheets=[CSS], **options)
@@ -135,6 +144,17 @@ def shade(frame: pd.DataFrame, colour: str, x_range: tuple, y_range: tuple, code
     base_rgba = base.to_numpy().view(np.uint8).reshape(height, width, 4)
     top_rgba = top.to_numpy().view(np.uint8).reshape(height, width, 4)
     return np.where(top_rgba[..., 3:4] > 0, top_rgba, base_rgba)[::-1]
+
+
+OVERLAY_COLOUR = "#3a3a3a"  # another run's samples placed on a map: dark grey, under the map's own colours
+
+
+def shade_overlay(frame: pd.DataFrame, x_range: tuple, y_range: tuple, width: int, height: int) -> np.ndarray:
+    """An RGBA image (rows top to bottom) of another run's placed samples in `OVERLAY_COLOUR`."""
+    canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=x_range, y_range=y_range)
+    agg = canvas.points(frame, "x", "y", ds.count())
+    image = _spread(tf.shade(agg, cmap=[OVERLAY_COLOUR, OVERLAY_COLOUR], how="linear", min_alpha=255), len(frame))
+    return image.to_numpy().view(np.uint8).reshape(height, width, 4)[::-1]
 
 
 def colour_bar(colour: str) -> str:

@@ -77,19 +77,61 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=run_run)
 
+    add_features_command(commands)
+
     download = commands.add_parser("download", help="fetch a preset's files into the hub cache ahead of a run")
-    download.add_argument("model", help="preset name, e.g. sdxl-1step or imagenet")
+    download.add_argument("model", help="preset name, e.g. sdxl-1step or imagenet, or an image encoder for "
+                          "`features`: clip, dinov2 or a hub repo id")
     download.set_defaults(handler=run_download)
+    add_real_image_commands(commands)
     return parser
 
 
+def add_features_command(commands) -> None:
+    """`features`: a run's images through a fixed image encoder, stored as its layer features.<name>."""
+    features = commands.add_parser("features", help="store a run's reference features (an image encoder's "
+                                   "output) as its layer features.<name>")
+    features.add_argument("--run", required=True, help="run id whose committed samples to encode")
+    features.add_argument("--extractor", default="digits",
+                          help="digits, clip, dinov2, a model folder, a digits .safetensors file or a hub repo id")
+    features.add_argument("--name", help="layer name features.<name> (default: the extractor's)")
+    features.add_argument("--lake", default="lake", help="lake folder or pyarrow.fs URI (default: ./lake)")
+    features.add_argument("--batch", type=BATCH, default=256, help="images per encoder call")
+    features.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda or cuda:N")
+    features.add_argument("--vector-precision", default="half", choices=["half", "full"],
+                          help="stored vector precision: half = float16 mantissa in float32 (default), full")
+    features.add_argument("--workers", type=bounded_int(1, MAX_WORKERS), default=2, help="image decoding threads")
+    features.add_argument("--quiet", action="store_true", help="no progress bar")
+    features.set_defaults(handler=run_features)
+
+
+def run_features(args: argparse.Namespace) -> int:
+    from ingest.features import extract_features
+
+    result = extract_features(args.lake, args.run, args.extractor, device=args.device, batch=args.batch,
+                              progress=not args.quiet, name=args.name, workers=args.workers,
+                              vector_precision=args.vector_precision)
+    state = f"{result.samples} samples in {len(result.written)} chunks" if result.written else "already complete"
+    print(f"run {result.run_id}, layer {result.layer}: {state} ({result.skipped} chunks were done, "
+          f"{result.seconds:.1f} s) in {args.lake}")
+    return 0
+
+
 def run_download(args: argparse.Namespace) -> int:
+    from ingest.extractors import HUB_REPO_PATTERN, PRESETS as EXTRACTORS, hub_folder
     from ingest.hub import base_folder, hub_file
     from ingest.models.presets import PRESETS, UnknownModelError
 
+    extractor = EXTRACTORS.get(args.model)
+    if (extractor and extractor.repo) or HUB_REPO_PATTERN.fullmatch(args.model):  # an image encoder (features)
+        repo = extractor.repo if extractor else args.model
+        print(f"extractor {args.model}: hf://{repo}", flush=True)
+        print(f"  -> {hub_folder(repo, preset=args.model)}")
+        return 0
     spec = PRESETS.get(args.model)
     if spec is None or spec.hub_checkpoint is None:
         hubbed = [name for name, s in PRESETS.items() if s.hub_checkpoint is not None]
+        hubbed += [name for name, e in EXTRACTORS.items() if e.repo is not None]
         raise UnknownModelError(f"no hub files for {args.model!r}; choose one of {', '.join(hubbed)}")
     print(f"{spec.name}: {spec.hub_checkpoint}", flush=True)
     print(f"  -> {hub_file(spec.hub_checkpoint)}")
@@ -193,6 +235,47 @@ def run_estimate(args: argparse.Namespace) -> int:
     print(f"peak generation memory at batch {args.batch} ({args.dtype}): "
           f"{human_bytes(est.peak_generation_bytes)} = weights {human_bytes(est.weight_bytes)} "
           f"+ activations {human_bytes(est.peak_activation_bytes)}")
+    return 0
+
+
+def add_real_image_commands(commands) -> None:
+    """`images` and `real-digits`: real images stored as runs (ingest/real_images.py), no activations."""
+    from ingest.real_images import DEFAULT_CHUNK_SIZE, MAX_SIDE, REAL_DIGITS_RUN  # no torch at import
+
+    images = commands.add_parser("images", help="store a folder of real images as a run (no activations)")
+    images.add_argument("--folder", required=True, help="folder of images: one sub-folder per class, or any "
+                        "layout with --labels")
+    images.add_argument("--run-id", required=True, help="run id (re-running the same command resumes it)")
+    images.add_argument("--labels", help="CSV with a header row: file,class_id[,class_name] or file,prompt[,tags] "
+                        "(file relative to --folder, tags separated by ;)")
+    images.add_argument("--size", type=bounded_int(1, MAX_SIDE),
+                        help="centre-crop each image to a square and resize it to SIZE x SIZE (default: as it is)")
+    digits = commands.add_parser("real-digits", help="store scikit-learn's 1,797 real digits as a run")
+    digits.add_argument("--run-id", default=REAL_DIGITS_RUN, help=f"run id (default: {REAL_DIGITS_RUN})")
+    for command in (images, digits):
+        command.add_argument("--lake", default="lake", help="lake folder or pyarrow.fs URI (default: ./lake)")
+        command.add_argument("--chunk-size", type=BATCH, default=DEFAULT_CHUNK_SIZE, help="samples per shard")
+        command.add_argument("--workers", type=bounded_int(1, MAX_WORKERS), default=2, help="decoding threads")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
+    images.set_defaults(handler=run_images)
+    digits.set_defaults(handler=run_real_digits)
+
+
+def run_images(args: argparse.Namespace) -> int:
+    from ingest.real_images import ingest_folder, summary
+
+    result = ingest_folder(args.lake, args.folder, args.run_id, labels_csv=args.labels, size=args.size,
+                           chunk_size=args.chunk_size, workers=args.workers, progress=not args.quiet)
+    print(summary(result, args.lake))
+    return 0
+
+
+def run_real_digits(args: argparse.Namespace) -> int:
+    from ingest.real_images import ingest_real_digits, summary
+
+    result = ingest_real_digits(args.lake, args.run_id, chunk_size=args.chunk_size, workers=args.workers,
+                                progress=not args.quiet)
+    print(summary(result, args.lake))
     return 0
 
 

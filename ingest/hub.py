@@ -62,6 +62,21 @@ def base_folder(family: TextToImageFamily, with_unet: bool = False, offline_only
                        "here (offline?); run `python -m ingest download` with network, or pass --base FOLDER") from None
 
 
+def hub_snapshot(repo: str, patterns: list[str], offline_only: bool = False, fetch_hint: str = "") -> Path:
+    """Local snapshot of the files of a hub repository that match `patterns` (an image encoder's config,
+    preprocessing config and safetensors weights), downloading what is missing into the cache unless offline.
+    `fetch_hint` names the command that fetches it ahead."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hint = f"run `{fetch_hint}` with network" if fetch_hint else "fetch it with network"
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=offline_only))
+    except LocalEntryNotFoundError:
+        raise HubError(f"hf://{repo} is not in the hub cache and cannot be downloaded here (offline?); "
+                       f"{hint}, or pass a local folder") from None
+
+
 def cached_base_folder(family: TextToImageFamily) -> Path | None:
     """The cached snapshot of a base pipeline, if its UNet config is there (no network)."""
     from huggingface_hub import try_to_load_from_cache

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
@@ -21,6 +22,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -323,16 +325,23 @@ def run_ingest(config: IngestConfig) -> RunResult:
             return RunResult(run.run_id, len(run.plan), 0, time.perf_counter() - started, run.rank, run.world)
         lake.remove_temporaries(run.run_id, mine)  # left by a killed earlier attempt at these chunks
         log.record("running")
-        try:
+        with failure_logged(log):
             generated = generate_chunks(lake, run, generator, mine)
-        except BaseException as err:
-            try:
-                log.record("failed", f"{type(err).__name__}: {err}"[:1000])
-            except Exception:
-                pass
-            raise
         log.record("complete")
     return RunResult(run.run_id, len(run.plan), generated, time.perf_counter() - started, run.rank, run.world)
+
+
+@contextlib.contextmanager
+def failure_logged(log) -> Iterator[None]:
+    """Record `failed` in a run's log (`log.record`) with the error, then let the error go on."""
+    try:
+        yield
+    except BaseException as err:
+        try:
+            log.record("failed", f"{type(err).__name__}: {err}"[:1000])
+        except Exception:  # the log is best effort: the original error is what the user must see
+            pass
+        raise
 
 
 class RunLog:

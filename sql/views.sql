@@ -118,6 +118,12 @@ SELECT * FROM read_parquet('{lake}/comparisons/*/*.parquet', union_by_name = tru
 CREATE OR REPLACE VIEW diversity AS
 SELECT * FROM read_parquet('{lake}/diversity/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
 
+-- Fidelity and diversity of a run against a reference run (its teacher, or real data) in one feature layer,
+-- written by `python -m store fidelity`: per class or prompt and overall (kind 'all'), Fréchet distance,
+-- precision, recall, density, coverage (k-NN manifolds, Euclidean) and both sides' Vendi scores.
+CREATE OR REPLACE VIEW fidelity AS
+SELECT * FROM read_parquet('{lake}/fidelity/*/*/*/*/*.parquet', union_by_name = true, hive_partitioning = false);
+
 -- Named selections saved from the explorer ("Save selection"), one row per sample; also
 -- store.selections.read_selection(lake, name) in Python.
 CREATE OR REPLACE VIEW selections AS

@@ -27,6 +27,17 @@ def run_layers(con, run_id: str) -> list[str]:
     return list(rows[0][0] or []) if rows else []
 
 
+def stored_layers(lake: Lake, run_id: str, pooling: str) -> list[str]:
+    """The layers of a run that have vectors with `pooling`: first those its log recorded, in capture order
+    (input to output), then any added later, by name (reference features such as `features.digits`, which
+    `python -m ingest features` stores beside a run's activations)."""
+    recorded = lake.read_runs(check_run_id(run_id)).column("layers")
+    order = (recorded[0].as_py() or []) if len(recorded) else []
+    stored = [layer for layer in lake.list_folders("activations", run_id)
+              if pooling in lake.list_folders("activations", run_id, layer)]
+    return in_capture_order(stored, order)
+
+
 def in_capture_order(layers, order: list[str]) -> list[str]:
     """`layers` sorted input to output by a run's capture `order` (unknown layers last, by name)."""
     return sorted(layers, key=lambda layer: (order.index(layer) if layer in order else len(order), layer))

@@ -4,6 +4,7 @@
     python -m store sql --lake lake            # an SQL prompt on the views (store/sql_shell.py)
     python -m store embed --lake lake          # neighbour graphs + aligned UMAP layouts, latest complete run
     python -m store neighbours --layer enc.4x4_block0 --sample 42 --k 10
+    python -m store fidelity --run student,teacher --reference real --layer features.digits --k 5
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from store.options import (FIT_SAMPLE_MIN, INT32_MAX, INT64_MAX, STEP_MAX, UMAP_SEED_MAX, OneLineParser,
-                           bounded_int, int_list)
+from store.options import (FIT_SAMPLE_MIN, INT32_MAX, INT64_MAX, MAX_SAMPLES, STEP_MAX, UMAP_SEED_MAX,
+                           OneLineParser, bounded_int, int_list)
 from store.shards import plain_warning_lines
 
 # Every integer option's range (store/options.py says why each bound is what it is).
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     div.add_argument("--step", type=STEP)
     div.add_argument("--threshold", type=float, default=0.01, help="cosine distance of a near-duplicate pair")
     div.set_defaults(handler=run_diversity)
+    add_fidelity_parser(commands)
 
     knn = commands.add_parser("neighbours", help="k nearest neighbours of a sample in raw activation space")
     knn.add_argument("--lake", default="lake")
@@ -90,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     knn.add_argument("--step", type=STEP)
     knn.set_defaults(handler=run_neighbours)
     return parser
+
+
+def add_fidelity_parser(commands: argparse._SubParsersAction) -> None:
+    """`fidelity`: runs against a reference run in one feature layer (store/fidelity.py)."""
+    fid = commands.add_parser("fidelity", help="fidelity and diversity of runs against a reference run, per class")
+    fid.add_argument("--lake", default="lake")
+    fid.add_argument("--run", required=True, help="run id, or comma-separated run ids (e.g. student,teacher)")
+    fid.add_argument("--reference", required=True, help="the reference run (real data, or the teacher)")
+    fid.add_argument("--layer", required=True, help="the feature layer both runs captured")
+    fid.add_argument("--pool", default="mean")
+    fid.add_argument("--step", type=STEP, help="the runs' step (default: each run's last)")
+    fid.add_argument("--reference-step", type=STEP, help="the reference's step (default: its last)")
+    fid.add_argument("--k", type=K, default=5, help="neighbours of the k-NN manifolds (default 5)")
+    fid.add_argument("--min-samples", type=bounded_int(2, MAX_SAMPLES), default=10,
+                     help="samples per side below which a class gets no Fréchet distance or k-NN metrics (default 10)")
+    fid.set_defaults(handler=run_fidelity)
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -178,6 +196,47 @@ def run_diversity(args: argparse.Namespace) -> int:
     print("most collapsed first (lowest Vendi score: the effective number of distinct samples); distance: mean "
           f"pairwise cosine distance; near-dup: pairs closer than {args.threshold:g}")
     return 0
+
+
+def run_fidelity(args: argparse.Namespace) -> int:
+    from store.fidelity import fidelity, readings
+
+    require_lake(args.lake)
+    runs = [r.strip() for r in args.run.split(",") if r.strip()]
+    if not runs:
+        raise ValueError(f"--run {args.run!r} names no run; e.g. --run demo-digits-dmd2,demo-digits-edm")
+    tables = []
+    for run_id in runs:
+        tables.append(fidelity(args.lake, run_id, args.reference, args.layer, args.pool, args.step, k=args.k,
+                               min_samples=args.min_samples, reference_step=args.reference_step).to_pylist())
+        print_fidelity(tables[-1])
+    for other in tables[1:]:
+        for line in readings(tables[0], other, "recall"):
+            print(line)
+    print(f"FD: Fréchet distance (* a side has no more samples than the layer's {tables[0][0]['dim']} dimensions: "
+          f"biased up); prec/recall, dens/cover: k-NN manifolds (k {args.k}, Euclidean) of the run against the "
+          "reference; vendi: effective number of distinct samples, run/reference; -: too few samples")
+    return 0
+
+
+def print_fidelity(rows: list[dict]) -> None:
+    """One run's fidelity table, compact: a title line, then a line per row ("all" first)."""
+    def cell(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    first = rows[0]
+    print(f"{first['run_id']} against {first['reference_run']} · {first['layer']} · {first['pooling']} · "
+          f"steps {first['step']}/{first['reference_step']}")
+    print(f"  {'class or prompt':<24} {'samples':>11} {'FD':>9} {'prec':>5} {'recall':>6} {'dens':>5} {'cover':>5}"
+          f" {'vendi':>13}")
+    for row in rows:
+        thin = row["frechet_distance"] is not None and min(row["samples"], row["reference_samples"]) <= row["dim"]
+        counts = f"{row['samples']}/{row['reference_samples']}"
+        distance = cell(row["frechet_distance"], ".3g") + ("*" if thin else "")
+        vendi = f"{cell(row['vendi_score'], '.1f')}/{cell(row['reference_vendi_score'], '.1f')}"
+        print(f"  {row['label'][:24]:<24} {counts:>11} {distance:>9} "
+              f"{cell(row['precision'], '.2f'):>5} {cell(row['recall'], '.2f'):>6} {cell(row['density'], '.2f'):>5} "
+              f"{cell(row['coverage'], '.2f'):>5} {vendi:>13}")
 
 
 def run_atlas(args: argparse.Namespace) -> int:

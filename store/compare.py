@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from store.catalogue import stored_layers
 from store.lake import COMPARISONS_SCHEMA, Lake, check_run_id, comparison_parts
 from store.metrics import linear_cka
 from store.neighbours import exact_knn, normalise
@@ -61,9 +62,7 @@ def compare_runs(lake: Lake | str, run_a: str, run_b: str, pooling: str = "mean"
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     lake.remove_orphan_temporaries("comparisons")  # what a killed compare left behind
     check_paired(lake, run_a, run_b)
-    recorded = lake.read_runs(run_a).column("layers")[0].as_py() or []  # capture order, input to output
-    common = [layer for layer in recorded if layer in lake.list_folders("activations", run_a)
-              and layer in lake.list_folders("activations", run_b)]
+    common = [layer for layer in stored_layers(lake, run_a, pooling) if layer in stored_layers(lake, run_b, pooling)]
     chosen = layers or common
     missing = [layer for layer in chosen if layer not in common]
     if missing:

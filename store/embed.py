@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from store.catalogue import stored_layers
 from store.lake import EMBEDDINGS_SCHEMA, Lake, LayoutKey, check_run_id, chunk_of
 from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align, umap_backend
 from store.neighbours import build_graph
@@ -58,13 +59,10 @@ def latest_run(lake: Lake) -> str:
 
 
 def captured_layers(lake: Lake, run_id: str, pooling: str) -> list[str]:
-    """Layers of a run in the order they were captured (the run's recorded order)."""
-    runs = lake.read_runs(check_run_id(run_id))
-    if runs.num_rows == 0:
+    """Layers of a run with vectors: in the order they were captured, then features added later (by name)."""
+    if lake.read_runs(check_run_id(run_id)).num_rows == 0:
         raise EmbedError(f"no run {run_id} in lake {lake.uri}; see `make sql Q=\"SELECT run_id FROM runs\"`")
-    recorded = runs.column("layers")[0].as_py()
-    stored = set(lake.list_folders("activations", run_id))
-    return [layer for layer in recorded if layer in stored and pooling in lake.list_folders("activations", run_id, layer)]
+    return stored_layers(lake, run_id, pooling)
 
 
 def snapshot_chunks(lake: Lake, run_id: str, layers: list[str], pooling: str) -> frozenset[int]:
@@ -88,6 +86,9 @@ def embed_run(lake: Lake | str, run_id: str | None = None, layers: list[str] | N
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     run_id = run_id or latest_run(lake)
     available = captured_layers(lake, run_id, pooling)
+    if not available:
+        raise EmbedError(f"run {run_id} has no vectors with pooling {pooling}; a run of real images gets them from "
+                         f"`make features RUN={run_id} EXTRACTOR=...`")
     chosen = layers or available
     missing = [layer for layer in chosen if layer not in available]
     if missing:

@@ -7,7 +7,8 @@ keys that name stored layouts and graphs, and the only way a shard is written.
     <lake>/indexes/<run_id>/<layer>/<pooling>/step-0000-<inputs hash>.parquet     neighbour graph
     <lake>/embeddings/<run_id>/<layer>/<pooling>/step-0000-<params hash>.parquet  2-D layout
     <lake>/comparisons/<run_a>/<run_b>/...parquet, <lake>/diversity/<run_id>/<layer>/<pooling>/step-...,
-    <lake>/selections/<name>.parquet                                        (see docs/ARCHITECTURE.md)
+    <lake>/fidelity/<run_id>/<reference run>/<layer>/<pooling>/step-..., <lake>/selections/<name>.parquet
+                                                                            (see docs/ARCHITECTURE.md)
 
 `ingest/` writes runs, samples and activations through this module; `store/` writes the rest and reads
 everything. A shard is written to a hidden temporary name in its folder, fsynced, then renamed, so a
@@ -39,6 +40,7 @@ from store.shards import footer_problem, outside, warn_skipped
 SCHEMA_VERSION = 1
 TEMPORARY_OWNER = f"{socket.gethostname()}~{os.getpid()}"  # host~pid: whose temporary file it is
 TEMPORARY_NAME = re.compile(r"\.parquet\.(?P<host>[^~/]+)~(?P<pid>\d+)-[0-9a-f]{32}\.tmp$")
+REAL_MODEL_PREFIX = "real:"  # the model of a run of real images (`ingest.real_images`): real:<name>
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always matched whole (fullmatch)
 
 RUNS_SCHEMA = pa.schema([
@@ -324,6 +326,14 @@ DIVERSITY_SCHEMA = pa.schema([
     ("knn_purity", pa.float64()), ("near_duplicate_pairs", pa.int64()), ("threshold", pa.float64()),
     ("vendi_score", pa.float64()), ("example_pair", pa.list_(pa.int64())),
 ])
+FIDELITY_SCHEMA = pa.schema([  # a run against a reference run in one feature layer (store/fidelity.py)
+    ("run_id", pa.string()), ("reference_run", pa.string()), ("layer", pa.string()), ("pooling", pa.string()),
+    ("step", pa.int16()), ("reference_step", pa.int16()), ("kind", pa.string()), ("class_id", pa.int32()),
+    ("label", pa.string()), ("samples", pa.int64()), ("reference_samples", pa.int64()), ("measured", pa.int64()),
+    ("reference_measured", pa.int64()), ("dim", pa.int32()), ("k", pa.int32()), ("frechet_distance", pa.float64()),
+    ("precision", pa.float64()), ("recall", pa.float64()), ("density", pa.float64()), ("coverage", pa.float64()),
+    ("vendi_score", pa.float64()), ("reference_vendi_score", pa.float64()),
+])
 SELECTIONS_SCHEMA = pa.schema([
     ("selection", pa.string()), ("run_id", pa.string()), ("layer", pa.string()), ("step", pa.int64()),
     ("sample_id", pa.int64()), ("seed", pa.int64()), ("class_id", pa.int64()), ("label", pa.string()),
@@ -332,13 +342,13 @@ SELECTIONS_SCHEMA = pa.schema([
 ])
 # How many folder levels lie between a table's folder and its shards.
 TABLE_DEPTHS = {"runs": 1, "samples": 1, "activations": 3, "embeddings": 3, "indexes": 3, "comparisons": 1,
-                "diversity": 3, "selections": 0}
+                "diversity": 3, "selections": 0, "fidelity": 4}
 # Every table and the columns its views read (activations: any vector width, so a variable-size list).
 TABLE_SCHEMAS = {
     "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA,
     "activations": activations_schema(1).set(6, pa.field("vector", pa.list_(pa.float32()))),
     "embeddings": EMBEDDINGS_SCHEMA, "indexes": INDEXES_SCHEMA, "comparisons": COMPARISONS_SCHEMA,
-    "diversity": DIVERSITY_SCHEMA, "selections": SELECTIONS_SCHEMA,
+    "diversity": DIVERSITY_SCHEMA, "selections": SELECTIONS_SCHEMA, "fidelity": FIDELITY_SCHEMA,
 }
 
 
@@ -405,6 +415,13 @@ def comparison_parts(run_a: str, run_b: str, pooling: str, k: int, steps: tuple[
 
 def diversity_parts(run_id: str, layer: str, pooling: str, step: int, threshold: float) -> tuple[str, ...]:
     return ("diversity", check_run_id(run_id), layer, pooling, step_file_name(step, f"t{threshold:g}"))
+
+
+def fidelity_parts(run_id: str, reference_run: str, layer: str, pooling: str, step: int, k: int,
+                   reference_step: int) -> tuple[str, ...]:
+    """`fidelity/<run>/<reference>/<layer>/<pooling>/step-<step>-k<k>-ref<reference step>.parquet`."""
+    return ("fidelity", check_run_id(run_id), check_run_id(reference_run), layer, pooling,
+            step_file_name(step, f"k{k}-ref{int(reference_step):04d}"))
 
 
 def selection_parts(name: str) -> tuple[str, ...]:

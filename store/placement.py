@@ -17,6 +17,7 @@ import pandas as pd
 from store.lake import Lake
 from store.layouts import weighted_position
 from store.lake import LayoutKey, as_lake
+from store.catalogue import read_run_samples
 from store.maps import points_for
 from store.neighbours import exact_knn, normalise
 from store.vectors import load_matrix
@@ -54,3 +55,28 @@ def place_run(lake: Lake | str, key: LayoutKey, run_id: str, k: int = 10) -> pd.
     placed = place_vectors(lake, key, vectors, k)
     placed.insert(0, "sample_id", new_ids)
     return placed
+
+
+def placeable_runs(lake: Lake | str, key: LayoutKey) -> list[str]:
+    """Other runs with vectors of this layout's layer and pooling (a shared feature layer such as
+    `features.digits`, or the same model's layer): the runs that can be shown on the layout's map."""
+    lake = as_lake(lake)
+    return [run for run in lake.list_folders("activations")
+            if run != key.run_id and key.pooling in lake.list_folders("activations", run, key.layer)]
+
+
+@functools.lru_cache(maxsize=8)
+def _overlay(lake_root: str, key: LayoutKey, run_id: str, stamp: int) -> pd.DataFrame:
+    placed = place_run(lake_root, key, run_id)[["sample_id", "x", "y"]]
+    samples = read_run_samples(as_lake(lake_root), run_id)
+    classes = pd.DataFrame({"sample_id": samples.column("sample_id").to_numpy(),
+                            "class_id": samples.column("class_id").fill_null(-1).to_numpy()})
+    return placed.merge(classes, on="sample_id", how="left")
+
+
+def overlay_points(lake: Lake | str, key: LayoutKey, run_id: str) -> pd.DataFrame:
+    """Every sample of `run_id` placed on layout `key` (as `place_run` places them), with its class id (-1
+    for none): sample_id, x, y, class_id. Remembered per layout file (its name carries its inputs)."""
+    lake = as_lake(lake)
+    stamp = lake.fs.get_file_info(lake.path(*key.parts())).mtime_ns or 0
+    return _overlay(lake.root, key, run_id, stamp)

@@ -127,6 +127,30 @@ def paired_lake(tmp_path_factory, digits_lake, embedded_lake) -> dict:
     return {"lake": lake, "student": embedded_lake["run_id"], "teacher": teacher}
 
 
+@pytest.fixture(scope="session")
+def featured_lake(tmp_path_factory, paired_lake) -> dict:
+    """`paired_lake` plus the real scikit-learn digits as run `real-digits`, the shipped digits features
+    (`features.digits`) of all three runs, laid out for the student and the real digits, and the student and
+    the teacher measured against the real digits in that space: what `make demo` adds (do not modify)."""
+    import shutil
+
+    from ingest.features import extract_features
+    from ingest.real_images import ingest_real_digits
+    from store.embed import embed_run
+    from store.fidelity import fidelity
+
+    lake = tmp_path_factory.mktemp("featured") / "lake"
+    shutil.copytree(paired_lake["lake"], lake)
+    ingest_real_digits(lake, "real-digits", progress=False)
+    for run_id in (paired_lake["student"], paired_lake["teacher"], "real-digits"):
+        extract_features(lake, run_id, "digits", device="cpu", progress=False)
+    for run_id in (paired_lake["student"], "real-digits"):
+        embed_run(str(lake), run_id, layers=["features.digits"], progress=False)
+    for run_id in (paired_lake["student"], paired_lake["teacher"]):
+        fidelity(lake, run_id, "real-digits", "features.digits")
+    return {**paired_lake, "lake": lake, "real": "real-digits", "layer": "features.digits"}
+
+
 HOSTILE_PROMPT = "<script>alert(1)</script>"
 HOSTILE_PROMPTS = [HOSTILE_PROMPT, "<img src=x onerror=alert(2)>", "a photo of a 'quoted\" cat"]
 
@@ -168,6 +192,56 @@ def bases(tmp_path_factory) -> dict:
         "sd15_bin": tiny.save_dmd2_unet(sd15, root / "sd15_pytorch_model.bin", seed=2, dtype=torch.float32),
         "lora": tiny.save_lora(sdxl, root / "lora" / "dmd2_sdxl_4step_lora_fp16.safetensors", seed=3),
     }
+
+
+TINY_LAYERS = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tmp_path_factory) -> dict:
+    """Tiny random image encoders built in code and saved as the hub's repos hold them (save_pretrained, with
+    their image processor's config): a whole CLIP (text and vision towers, projection 16) and a DINOv2
+    (hidden 32); both 2 layers, images 32 px (do not modify)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    root = tmp_path_factory.mktemp("tiny-encoders")
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(text_config=dict(TINY_LAYERS, vocab_size=99, max_position_embeddings=16),
+                                vision_config=dict(TINY_LAYERS, image_size=32, patch_size=8, projection_dim=16),
+                                projection_dim=16))
+    clip.save_pretrained(root / "clip")
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    dinov2 = Dinov2Model(Dinov2Config(**TINY_LAYERS, image_size=32, patch_size=8))
+    dinov2.save_pretrained(root / "dinov2")
+    BitImageProcessorPil(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
+                         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(root / "dinov2")
+    return {"clip": root / "clip", "dinov2": root / "dinov2", "dims": {"clip": 16, "dinov2": 32}}
+
+
+@pytest.fixture()
+def encoder_hub(tmp_path, monkeypatch, tiny_encoders) -> dict:
+    """A fresh hub cache, offline, holding the tiny encoders under the presets' repo ids and under
+    `tiny-org/clip` and `tiny-org/dinov2` (huggingface_hub reads its cache and offline flag from its constants,
+    which the environment set at its import: both are patched; see tests/test_hub.py)."""
+    import huggingface_hub.constants
+
+    from ingest.extractors import PRESETS
+    from ingest.models.random_pipelines import hub_cache
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    snapshots = {}
+    for family in ("clip", "dinov2"):
+        for repo in (PRESETS[family].repo, f"tiny-org/{family}"):
+            snapshots[repo] = hub_cache(cache, repo, {".": tiny_encoders[family]}, commit=f"{len(snapshots) + 1:040x}")
+    return {"cache": cache, "snapshots": snapshots, **tiny_encoders}
 
 
 

@@ -31,3 +31,21 @@ def test_layouts_are_listed_from_their_files(embedded_lake, tmp_path):
     Path(graph).unlink()
     with pytest.raises(FileNotFoundError, match="make embed"):
         catalogue.graph_file(lake, keys[0])
+
+
+def test_stored_layers_are_capture_order_then_added_features(digits_lake, tmp_path):
+    import shutil
+
+    from store.catalogue import stored_layers
+    from store.lake import Lake
+
+    lake = tmp_path / "lake"
+    shutil.copytree(digits_lake["lake"], lake)
+    run_id = digits_lake["result"].run_id
+    recorded = Lake(lake).read_runs(run_id).column("layers")[0].as_py()
+    activations = lake / "activations" / run_id
+    for name in ("features.b", "features.a"):  # vectors added after the run, as `ingest features` adds them
+        shutil.copytree(activations / recorded[0], activations / name)
+    shutil.rmtree(activations / recorded[1] / "mean")  # a layer without this pooling is left out
+    assert stored_layers(Lake(lake), run_id, "mean") == [recorded[0], *recorded[2:], "features.a", "features.b"]
+    assert stored_layers(Lake(lake), run_id, "grid2") == [*recorded, "features.a", "features.b"]

@@ -73,6 +73,11 @@ def test_missing_layer_and_run_are_reported(embedded, tmp_path):
         embed_run(str(embedded["lake"]), layers=["dec.8x8_up"], progress=False)
     with pytest.raises(EmbedError, match="no runs in lake"):
         embed_run(str(tmp_path), progress=False)
+    from ingest.real_images import ingest_real_digits
+
+    ingest_real_digits(tmp_path / "real", "real-digits", progress=False)  # images only: no vectors until `make features`
+    with pytest.raises(EmbedError, match="run real-digits has no vectors .*make features RUN=real-digits"):
+        embed_run(str(tmp_path / "real"), "real-digits", progress=False)
 
 
 def test_cli_prints_the_layout_table(embedded):

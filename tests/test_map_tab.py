@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dashboards.map_tab import MapTab
 
@@ -56,3 +57,55 @@ def test_the_selection_follows_across_layers_and_markers_follow_the_state(embedd
     tab.picker.choose(key=other)
     assert tab.state.key == other and tab.state.selected_id == sample
     assert sorted(tab.map.markers.data["role"]).count("selected") == 1
+
+
+def overlay_pixels(tab) -> int:
+    """Pixels of the map's raster in the overlay's dark grey."""
+    from dashboards.render import OVERLAY_COLOUR
+
+    rgb = tuple(int(OVERLAY_COLOUR[i:i + 2], 16) for i in (1, 3, 5))
+    image = tab.map.render(revision=tab.map.revision.revision)
+    data = np.asarray(image.data)
+    return int(((data[..., :3] == rgb).all(axis=2) & (data[..., 3] > 0)).sum())
+
+
+def test_another_run_shows_under_the_map_and_follows_the_class_filter(featured_lake):
+    tab = MapTab(str(featured_lake["lake"]), {"run": featured_lake["student"], "layer": "features.digits"})
+    assert tab.state.key.layer == "features.digits"
+    assert featured_lake["real"] in tab.overlay.options and overlay_pixels(tab) == 0
+    tab.overlay.value = featured_lake["real"]
+    assert len(tab.map.overlay) == 1797 and overlay_pixels(tab) > 100
+    assert "data-count='1797'" in tab.overlay_info.object
+    tab.filters.classes.value = [3]
+    expected = int((tab.map.overlay["class_id"] == 3).sum())
+    assert expected == len(tab.map.overlay) and 150 < expected < 200  # the real 3s only
+    tab.overlay.value = "(none)"
+    assert tab.map.overlay is None and overlay_pixels(tab) == 0
+
+
+@pytest.mark.browser
+def test_the_real_digits_appear_on_the_students_feature_map_in_the_browser(browser, featured_lake):
+    from dashboards.browser import PLOT_JS, map_pixels
+    from dashboards.render import OVERLAY_COLOUR
+    from tests.conftest import REPO, Server, checked_page
+    from tests.test_explorer import wait_for_pixels_to_change
+
+    rgb = np.array([int(OVERLAY_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
+    server = Server(featured_lake["lake"])
+    try:
+        with checked_page(browser, server) as page:
+            page.goto(f"{server.url}/explorer?run={featured_lake['student']}&layer=features.digits")
+            page.wait_for_selector(".lens-shown", timeout=60_000)
+            page.wait_for_function(f"() => ({PLOT_JS})() !== null", timeout=60_000)
+            page.wait_for_timeout(500)
+            before = map_pixels(page)
+            page.locator(f"select:has(option:text-is('{featured_lake['real']}'))").select_option(featured_lake["real"])
+            after = wait_for_pixels_to_change(page, before)
+            grey_before = int((np.abs(before.astype(int) - rgb).sum(2) < 12).sum())
+            grey_after = int((np.abs(after.astype(int) - rgb).sum(2) < 12).sum())
+            assert grey_before == 0 and grey_after > 500, (grey_before, grey_after)
+            page.wait_for_selector(".lens-overlay[data-count='1797']", timeout=10_000)
+            page.screenshot(path=str(REPO / ".cache" / "screenshots" / "overlay.png"))
+            assert page.problems == []
+    finally:
+        server.stop()

@@ -52,3 +52,22 @@ def test_a_stored_sample_placed_again_lands_on_itself(lake):
 def test_vectors_of_another_width_are_refused(lake):
     with pytest.raises(ValueError, match="values; layer"):
         place_vectors(lake["root"], lake["key"], np.ones((1, 3), dtype=np.float32))
+
+
+def test_another_run_is_placed_on_a_shared_feature_layer(featured_lake):
+    from store import catalogue
+    from store.catalogue import read_run_samples
+    from store.lake import Lake
+    from store.placement import overlay_points, place_run, placeable_runs
+
+    lake, student = featured_lake["lake"], featured_lake["student"]
+    key = next(k for k in catalogue.list_layouts(lake) if k.run_id == student and k.layer == "features.digits")
+    assert set(placeable_runs(lake, key)) == {featured_lake["teacher"], featured_lake["real"]}
+    generator_layer = next(k for k in catalogue.list_layouts(lake) if k.run_id == student and k.layer != "features.digits")
+    assert featured_lake["real"] not in placeable_runs(lake, generator_layer)  # real images have no UNet layers
+    overlay = overlay_points(lake, key, featured_lake["real"])
+    placed = place_run(lake, key, featured_lake["real"])
+    assert len(overlay) == 1797 and (overlay[["x", "y"]].to_numpy() == placed[["x", "y"]].to_numpy()).all()
+    samples = read_run_samples(Lake(lake), featured_lake["real"])
+    truth = dict(zip(samples.column("sample_id").to_pylist(), samples.column("class_id").to_pylist()))
+    assert all(truth[s] == c for s, c in zip(overlay["sample_id"], overlay["class_id"]))
