@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     div.add_argument("--threshold", type=float, default=0.01, help="cosine distance of a near-duplicate pair")
     div.set_defaults(handler=run_diversity)
     add_fidelity_parser(commands)
+    commands.add_parser("warm-cache", help="compile and cache the numba kernels a layout uses (make setup does)"
+                        ).set_defaults(handler=run_warm_cache)
 
     knn = commands.add_parser("neighbours", help="k nearest neighbours of a sample in raw activation space")
     knn.add_argument("--lake", default="lake")
@@ -92,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     knn.add_argument("--step", type=STEP)
     knn.set_defaults(handler=run_neighbours)
     return parser
+
+
+def run_warm_cache(args: argparse.Namespace) -> int:
+    from store.numba_cache import warm
+
+    seconds = warm()
+    print(f"numba kernels cached in {os.environ.get('NUMBA_CACHE_DIR')} ({seconds:.1f} s)")
+    return 0
 
 
 def add_fidelity_parser(commands: argparse._SubParsersAction) -> None:
