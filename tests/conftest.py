@@ -222,14 +222,10 @@ def tiny_encoders(tmp_path_factory) -> dict:
 
 
 @pytest.fixture()
-def encoder_hub(tmp_path, monkeypatch, tiny_encoders) -> dict:
-    """A fresh hub cache, offline, holding the tiny encoders under the presets' repo ids and under
-    `tiny-org/clip` and `tiny-org/dinov2` (huggingface_hub reads its cache and offline flag from its constants,
-    which the environment set at its import: both are patched; see tests/test_hub.py)."""
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty hub cache, offline (huggingface_hub reads its cache and offline flag from its constants,
+    which the environment set at its import: both are patched)."""
     import huggingface_hub.constants
-
-    from ingest.extractors import PRESETS
-    from ingest.models.random_pipelines import hub_cache
 
     cache = tmp_path / "hub"
     cache.mkdir()
@@ -237,6 +233,17 @@ def encoder_hub(tmp_path, monkeypatch, tiny_encoders) -> dict:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+@pytest.fixture()
+def encoder_hub(offline_hub, tiny_encoders) -> dict:
+    """`offline_hub` holding the tiny encoders under the presets' repo ids and under `tiny-org/clip` and
+    `tiny-org/dinov2`."""
+    from ingest.extractors import PRESETS
+    from ingest.models.random_pipelines import hub_cache
+
+    cache = offline_hub
     snapshots = {}
     for family in ("clip", "dinov2"):
         for repo in (PRESETS[family].repo, f"tiny-org/{family}"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 
 from ingest.hub import HubError, HubFile, base_folder, cached_base_folder, hub_file
@@ -24,14 +23,8 @@ COMMIT = "1234567890abcdef1234567890abcdef12345678"
 
 
 @pytest.fixture()
-def cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
+def cache(offline_hub) -> Path:
+    return offline_hub
 
 
 @pytest.fixture()
