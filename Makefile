@@ -29,7 +29,7 @@ LAKE   ?= lake
 HOST   ?= 127.0.0.1
 PORT   ?= 5006
 
-.PHONY: help setup test layers estimate ingest ingest-images ingest-real-digits embed compare diversity fidelity atlas sql download serve demo bench bench-dashboard bench-generate screenshot gpu-check digits-model digits-report features digits-features-model clean
+.PHONY: help setup test layers estimate ingest ingest-images ingest-real-digits embed compare diversity fidelity atlas sql download serve demo bench bench-dashboard bench-generate screenshot gpu-check digits-model digits-report features digits-features-model clean mutate
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -133,7 +133,8 @@ sql: setup  ## DuckDB over the lake: make sql (shell) or make sql Q="SELECT ..."
 BENCH_SIZES ?= 100000,1000000
 BENCH_DIMS  ?= 768,1280
 
-bench: setup  ## benchmarks (ingest, then embed/neighbours at BENCH_SIZES x BENCH_DIMS); figures go in the README
+bench: setup  ## benchmarks (ingest, then embed/neighbours at BENCH_SIZES x BENCH_DIMS against faiss and hnswlib); figures go in docs/BENCHMARKS.md
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(PY) -m ingest.bench
 	$(PY) -m ingest.features_bench --cases digits
 	$(PY) -m store.bench --sizes $(BENCH_SIZES) --dims $(BENCH_DIMS)
@@ -163,6 +164,16 @@ digits-features-model: setup  ## retrain the digits feature network (the `digits
 
 digits-report: setup  ## quality figures of the shipped digits models (agreement, diversity, time)
 	$(PY) -m ingest.digits_report --n 1000
+
+# Not part of `make test`: mutmut copies the project into mutants/ and runs, per mutant, the fast tests that
+# reach the mutated function (configured in pyproject.toml's [tool.mutmut]); MUTATE_JOBS at a time. Each mutant's
+# process is forked from one that already ran the tests: numba's GNU OpenMP layer refuses to run after a fork.
+MUTATE_JOBS ?= 2
+mutate: setup  ## mutation score per module of store's metric/neighbour/layout modules and dashboards/render.py (docs/QUALITY.md)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,mutate]"
+	rm -rf mutants
+	NUMBA_THREADING_LAYER=workqueue $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS)
+	$(PY) tests/mutation_score.py
 
 clean:  ## remove caches (keeps .venv)
 	rm -rf .cache .pytest_cache

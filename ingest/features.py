@@ -37,12 +37,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ingest.extractors import Extractor, check_name, resolve_extractor
-from ingest.writer import VECTOR_PRECISIONS, constant_strings, round_mantissa
-from store.lake import Lake, activations_parts, activations_schema, as_lake, check_run_id, chunk_of, samples_parts
+from ingest.writer import VECTOR_PRECISIONS, round_mantissa
+from store.lake import (ACTIVATIONS_WRITE_OPTIONS, Lake, activations_parts, activations_table, as_lake, check_run_id,
+                        chunk_of, samples_parts)
 from store.options import MAX_SAMPLES, MAX_WORKERS, check_range
 
 POOLING = "mean"  # the pooling tools read by default
-STEP = 0
 IDENTITY_KEY = b"dmd2_lens.features"  # Parquet schema metadata: the extractor's identity (JSON)
 
 
@@ -155,20 +155,11 @@ def chunk_vectors(lake: Lake, run_id: str, chunk: int, extractor: Extractor, bat
     return np.concatenate(ids), np.concatenate(vectors)
 
 
-def features_table(run_id: str, extractor: Extractor, ids: np.ndarray, vectors: np.ndarray, bits: int) -> pa.Table:
+def features_table(run_id: str, extractor: Extractor, ids: np.ndarray, vectors: np.ndarray, precision: str) -> pa.Table:
     """One chunk's features as activation rows (step 0, noise level 0, pooling mean), identity in the metadata."""
-    n, dim = vectors.shape
-    flat = pa.array(round_mantissa(vectors, bits).reshape(-1))
-    schema = activations_schema(dim).with_metadata({IDENTITY_KEY: json.dumps(extractor.identity()).encode()})
-    return pa.table({
-        "run_id": constant_strings(run_id, n),
-        "sample_id": ids.astype(np.int64),
-        "layer": constant_strings(extractor.layer, n),
-        "step": np.full(n, STEP, dtype=np.int16),
-        "noise_level": np.zeros(n, dtype=np.float32),
-        "pooling": constant_strings(POOLING, n),
-        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
-    }, schema=schema)
+    rounded = round_mantissa(vectors, VECTOR_PRECISIONS[precision])[:, None, :]  # one step
+    return activations_table(run_id, extractor.layer, POOLING, ids, np.zeros(1, dtype=np.float32), rounded, precision,
+                             metadata={IDENTITY_KEY: json.dumps(extractor.identity()).encode()})
 
 
 def chunk_rows(lake: Lake, run_id: str, chunks: list[int]) -> int:
@@ -177,7 +168,7 @@ def chunk_rows(lake: Lake, run_id: str, chunks: list[int]) -> int:
     return sum(pq.read_metadata(lake.path(*samples_parts(run_id, c)), filesystem=fs).num_rows for c in chunks)
 
 
-def write_chunks(lake: Lake, run_id: str, extractor: Extractor, chunks: list[int], batch: int, bits: int,
+def write_chunks(lake: Lake, run_id: str, extractor: Extractor, chunks: list[int], batch: int, precision: str,
                  workers: int, progress: bool) -> int:
     """Compute and store the features of these chunks, one atomic shard each; returns the samples done."""
     bar = tqdm(total=chunk_rows(lake, run_id, chunks), desc=f"{extractor.layer} {run_id}", unit="sample",
@@ -187,8 +178,9 @@ def write_chunks(lake: Lake, run_id: str, extractor: Extractor, chunks: list[int
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             for chunk in chunks:
                 ids, vectors = chunk_vectors(lake, run_id, chunk, extractor, batch, pool, workers, bar)
-                table = features_table(run_id, extractor, ids, vectors, bits)
-                lake.write_parquet(table, *activations_parts(run_id, extractor.layer, POOLING, chunk))
+                table = features_table(run_id, extractor, ids, vectors, precision)
+                lake.write_parquet(table, *activations_parts(run_id, extractor.layer, POOLING, chunk),
+                                   **ACTIVATIONS_WRITE_OPTIONS)
                 done += len(ids)
     finally:
         bar.close()
@@ -222,7 +214,7 @@ def extract_features(lake: Lake | str | Path, run_id: str, extractor: str | Extr
         done = done_chunks(lake, run_id, extractor)
         todo = [c for c in chunks if c not in done]
         lake.remove_orphan_temporaries("activations", run_id, extractor.layer)
-        samples = write_chunks(lake, run_id, extractor, todo, batch, VECTOR_PRECISIONS[vector_precision], workers,
+        samples = write_chunks(lake, run_id, extractor, todo, batch, vector_precision, workers,
                                progress) if todo else 0
     return FeaturesResult(run_id, extractor.layer, todo, len(chunks) - len(todo), samples,
                           time.perf_counter() - started)

@@ -41,11 +41,15 @@ def bare_rate(generator, plan, batch: int, repeats: int, device: torch.device) -
     return repeats * batch / (time.perf_counter() - start)
 
 
-def ingest_rate(config) -> float:
+def ingest_rate(config) -> dict:
+    """Images per second of `ingest` itself, and how many samples its lake then holds (a check that the
+    figure timed a real ingest)."""
     from ingest.run import run_ingest
+    from store.views import connect
 
     result = run_ingest(config)
-    return result.generated / result.seconds
+    stored = connect(config.lake).sql("SELECT count(*) FROM samples").fetchall()[0][0]
+    return {"ingest_images_per_s": result.generated / result.seconds, "stored_samples": stored}
 
 
 def imagenet_case(workdir: Path, device: torch.device, dtype: str, tiny: bool) -> dict:
@@ -74,7 +78,7 @@ def imagenet_case(workdir: Path, device: torch.device, dtype: str, tiny: bool) -
     bare = bare_rate(generator, build_plan(ingest, spec), batch, max(2, n // batch // 4), device)
     del generator
     return {"model": "imagenet-64 (296M)" if not tiny else "imagenet-64 tiny", "batch": batch,
-            "bare_images_per_s": bare, "ingest_images_per_s": ingest_rate(ingest)}
+            "samples": n, "bare_images_per_s": bare, **ingest_rate(ingest)}
 
 
 def sdxl_case(workdir: Path, device: torch.device, dtype: str, tiny: bool) -> dict:
@@ -96,7 +100,7 @@ def sdxl_case(workdir: Path, device: torch.device, dtype: str, tiny: bool) -> di
     bare = bare_rate(generator, build_plan(ingest, spec), batch, max(2, n // batch // 4), device)
     del generator
     return {"model": "sdxl-1step (2.6B UNet, 1024px)" if not tiny else "sdxl-1step tiny", "batch": batch,
-            "bare_images_per_s": bare, "ingest_images_per_s": ingest_rate(ingest)}
+            "samples": n, "bare_images_per_s": bare, **ingest_rate(ingest)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -346,7 +346,7 @@ def encode(pixels: np.ndarray) -> Encoded:
 
 def samples_table(run_id: str, chunk: int, ids: range, labels: Labels, encoded: list[Encoded]) -> pa.Table:
     """One chunk's rows in the samples schema."""
-    from ingest.writer import constant_strings
+    from store.lake import constant_strings
 
     n, rows = len(ids), slice(ids.start, ids.stop)
     return pa.table({

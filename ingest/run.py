@@ -372,7 +372,7 @@ def generate_chunks(lake: Lake, run: PreparedRun, generator, chunks: list[int]) 
 
     config, plan = run.config, run.plan
     info = RunInfo(run.run_id, run.spec.class_names, tuple(generator.step_levels),
-                   vector_bits=VECTOR_PRECISIONS[config.vector_precision])
+                   vector_precision=config.vector_precision)
     writer = ShardWriter(lake, info, workers=config.workers)
     total = sum(min(config.chunk_size, len(plan) - k * config.chunk_size) for k in chunks)
     bar = tqdm(total=total, desc=f"ingest {run.run_id}", unit="sample", disable=not config.progress, smoothing=0.1)

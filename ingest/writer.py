@@ -24,10 +24,11 @@ import torch
 from PIL import Image
 
 from ingest.capture import CaptureKey
-from store.lake import SAMPLES_SCHEMA, Lake, activations_parts, activations_schema, samples_parts
+from store.lake import (ACTIVATIONS_WRITE_OPTIONS, SAMPLES_SCHEMA, Lake, activations_parts, activations_table,
+                        constant_strings, samples_parts)
 from ingest.plan import SamplePlan
 
-WORKER_NICENESS = 10
+WORKER_NICENESS = 19  # the lowest priority: storage fills the gaps the generator leaves (docs/BENCHMARKS.md)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 THUMBNAIL_SIDE = 64
 PNG_COMPRESS_LEVEL = 6
@@ -86,11 +87,9 @@ def encode_thumbnail(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes | 
     return buffer.getvalue()
 
 
-def constant_strings(value: str, n: int) -> pa.Array:
-    """A string column of `n` copies of `value`, built from buffers (no Python objects per row)."""
-    encoded = value.encode()
-    offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
+def no_tags(n: int) -> pa.Array:
+    """`n` empty tag lists, built from buffers."""
+    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
 
 
 def _yield_to_generator() -> None:
@@ -129,7 +128,7 @@ class RunInfo:
     run_id: str
     class_names: tuple[str, ...]
     step_levels: tuple[float, ...]  # noise level each captured step starts from
-    vector_bits: int = VECTOR_PRECISIONS["half"]
+    vector_precision: str = "half"  # a key of VECTOR_PRECISIONS
     png_compress_level: int = PNG_COMPRESS_LEVEL
 
 
@@ -196,7 +195,7 @@ class ShardWriter:
         for key, per_step in grouped.items():
             if len(per_step) != steps:
                 raise RuntimeError(f"layer {key[0]} captured {len(per_step)} steps, expected {steps}")
-            vectors[key] = round_mantissa(np.stack(per_step, axis=1), self.info.vector_bits)
+            vectors[key] = round_mantissa(np.stack(per_step, axis=1), VECTOR_PRECISIONS[self.info.vector_precision])
         return PreparedBatch(
             rows=batch.rows,
             png=[encode_png(p, self.info.png_compress_level) for p in pixels],
@@ -209,7 +208,8 @@ class ShardWriter:
     def _write_chunk(self, chunk: int, parts: list[Future]) -> None:
         prepared: list[PreparedBatch] = [f.result() for f in parts]
         for (layer, pooling), table in self._activation_tables(prepared).items():
-            self.lake.write_parquet(table, *activations_parts(self.info.run_id, layer, pooling, chunk))
+            self.lake.write_parquet(table, *activations_parts(self.info.run_id, layer, pooling, chunk),
+                                    **ACTIVATIONS_WRITE_OPTIONS)
         self.lake.write_parquet(self._samples_table(chunk, prepared), *samples_parts(self.info.run_id, chunk),
                                 compression=SAMPLES_COMPRESSION)
         with self._lock:
@@ -221,16 +221,17 @@ class ShardWriter:
         class_ids = np.concatenate([r.class_id for r in rows]) if rows[0].class_id is not None else None
         prompts = [t for r in rows for t in r.prompt_texts()] if rows[0].prompt_index is not None else None
         tags = ([list(r.prompts[i].tags) for r in rows for i in r.prompt_index]
-                if rows[0].prompt_index is not None else [[] for _ in range(n)])
+                if rows[0].prompt_index is not None else no_tags(n))
         names = self.info.class_names
         columns = {
             "run_id": constant_strings(self.info.run_id, n),
             "sample_id": np.concatenate([r.sample_id for r in rows]),
             "chunk": np.full(n, chunk, dtype=np.int32),
             "seed": np.concatenate([r.seed for r in rows]),
-            "class_id": class_ids.astype(np.int32) if class_ids is not None else [None] * n,
-            "class_name": [names[c] for c in class_ids] if class_ids is not None else [None] * n,
-            "prompt": prompts if prompts is not None else [None] * n,
+            "class_id": class_ids.astype(np.int32) if class_ids is not None else pa.nulls(n, pa.int32()),
+            "class_name": (pa.array(names, pa.string()).take(class_ids) if class_ids is not None
+                           else pa.nulls(n, pa.string())),
+            "prompt": prompts if prompts is not None else pa.nulls(n, pa.string()),
             "tags": tags,
             "steps": np.full(n, len(self.info.step_levels), dtype=np.int16),
             "width": np.concatenate([np.full(len(p.rows), p.width, dtype=np.int32) for p in prepared]),
@@ -242,23 +243,7 @@ class ShardWriter:
 
     def _activation_tables(self, prepared: list[PreparedBatch]) -> dict[tuple[str, str], pa.Table]:
         sample_ids = np.concatenate([p.rows.sample_id for p in prepared])
-        steps = len(self.info.step_levels)
-        tables = {}
-        for key in prepared[0].vectors:
-            layer, pooling = key
-            stacked = np.concatenate([p.vectors[key] for p in prepared])  # (n, steps, D)
-            n, _, dim = stacked.shape
-            flat = pa.array(stacked.reshape(-1))  # zero-copy for float32 (a `type=` argument would copy slowly)
-            tables[key] = pa.table(
-                {
-                    "run_id": constant_strings(self.info.run_id, n * steps),
-                    "sample_id": np.repeat(sample_ids, steps),
-                    "layer": constant_strings(layer, n * steps),
-                    "step": np.tile(np.arange(steps, dtype=np.int16), n),
-                    "noise_level": np.tile(np.asarray(self.info.step_levels, dtype=np.float32), n),
-                    "pooling": constant_strings(pooling, n * steps),
-                    "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
-                },
-                schema=activations_schema(dim),
-            )
-        return tables
+        return {(layer, pooling): activations_table(self.info.run_id, layer, pooling, sample_ids, self.info.step_levels,
+                                                    np.concatenate([p.vectors[(layer, pooling)] for p in prepared]),
+                                                    self.info.vector_precision)
+                for layer, pooling in prepared[0].vectors}

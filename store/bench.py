@@ -1,13 +1,15 @@
 """Embed and neighbour benchmarks on synthetic clustered vectors of realistic widths, side by side:
 
-- neighbour graph build time, recall@10 against exact search (1,000 random queries);
+- neighbour graph build time, recall@10 against exact search (1,000 random queries), with faiss's HNSW
+  and hnswlib building the same k = 50 graph of all points from the same vectors as reference columns
+  (`pip install -e '.[bench]'`; they are never needed at run time);
 - query latency of "k nearest neighbours of sample S" from the stored graph through DuckDB (cold, one
   SQL query each) and from the graph held in memory (what a server does), against the exact DuckDB scan
   (`knn_exact`), and the ratio of the DuckDB lookup to the scan;
 - layout time (sampled fit + placement), and trustworthiness (k = 15, on 5,000 points) against a full
   umap-learn fit where that is feasible.
 
-    python -m store.bench [--sizes 100000,1000000] [--dims 768,1280] [--json out.json]
+    python -m store.bench [--sizes 100000,1000000] [--dims 768,1280] [--no-peers] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from store.lake import SAMPLES_SCHEMA, chunk_name
+from store.lake import SAMPLES_SCHEMA
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 100) -> np.ndarray:
@@ -48,23 +50,20 @@ def peak_rss_gb() -> float:
 
 
 def write_lake(data: np.ndarray, root: Path) -> None:
-    """The vectors as one run's activation shards (committed chunks of 65,536)."""
+    """The vectors as one run's activation shards in the default vector format (committed chunks of 65,536)."""
+    from ingest.writer import VECTOR_PRECISIONS, round_mantissa
+    from store.lake import ACTIVATIONS_WRITE_OPTIONS, Lake, activations_parts, activations_table, samples_parts
+
+    lake = Lake(root)
     for chunk, start in enumerate(range(0, len(data), 65536)):
-        part = data[start: start + 65536]
-        table = pa.table({"run_id": ["bench"] * len(part), "sample_id": np.arange(start, start + len(part)),
-                          "layer": ["l"] * len(part), "step": np.zeros(len(part), np.int16),
-                          "noise_level": np.zeros(len(part), np.float32), "pooling": ["mean"] * len(part),
-                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), data.shape[1])})
-        folder = root / "activations" / "bench" / "l" / "mean"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, folder / chunk_name(chunk), compression="zstd")
-        samples = root / "samples" / "bench"
-        samples.mkdir(parents=True, exist_ok=True)
+        part = round_mantissa(data[start: start + 65536], VECTOR_PRECISIONS["half"])
+        ids = np.arange(start, start + len(part))
+        table = activations_table("bench", "l", "mean", ids, np.zeros(1), part[:, None, :], "half")
+        lake.write_parquet(table, *activations_parts("bench", "l", "mean", chunk), **ACTIVATIONS_WRITE_OPTIONS)
         columns = {f.name: pa.nulls(len(part), f.type) for f in SAMPLES_SCHEMA}
-        columns |= {"run_id": pa.array(["bench"] * len(part)), "sample_id": pa.array(np.arange(start, start + len(part)))}
-        pq.write_table(pa.table(columns, schema=SAMPLES_SCHEMA), samples / chunk_name(chunk))
-    runs = root / "runs" / "bench"
-    runs.mkdir(parents=True, exist_ok=True)
+        columns |= {"run_id": pa.array(["bench"] * len(part)), "sample_id": pa.array(ids)}
+        lake.write_parquet(pa.table(columns, schema=SAMPLES_SCHEMA), *samples_parts("bench", chunk))
+    (root / "runs" / "bench").mkdir(parents=True, exist_ok=True)
 
 
 def exact_top10(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -80,8 +79,65 @@ def recall_at_10(truth: np.ndarray, neighbours: np.ndarray, queries: np.ndarray)
     return float(np.mean(hits))
 
 
-def bench_neighbours(n: int, dim: int, workdir: Path) -> dict:
-    from store.neighbours import build_graph
+def faiss_hnsw_graph(unit: np.ndarray, k: int) -> np.ndarray:
+    """k nearest other points of every point from faiss's HNSW (M 32, efSearch 64), inner product on unit rows."""
+    import faiss
+
+    index = faiss.IndexHNSWFlat(unit.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.add(unit)
+    index.hnsw.efSearch = 64
+    _, found = index.search(unit, k + 1)
+    return without_self(found, k)
+
+
+def hnswlib_graph(unit: np.ndarray, k: int) -> np.ndarray:
+    """k nearest other points of every point from hnswlib (M 16, ef_construction 200, ef 64), cosine."""
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=unit.shape[1])
+    index.init_index(max_elements=len(unit), M=16, ef_construction=200, random_seed=0)
+    index.add_items(unit)
+    index.set_ef(64)
+    found, _ = index.knn_query(unit, k=k + 1)
+    return without_self(found, k)
+
+
+def without_self(found: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first k entries other than the row itself (a search of all points finds each one itself)."""
+    rows = np.arange(len(found))[:, None]
+    keep = found != rows
+    keep[keep.sum(axis=1) > k, -1] = False  # the point was not found: drop the last candidate instead
+    return found[keep].reshape(len(found), k).astype(np.int64)
+
+
+PEERS = {"faiss HNSW (M 32, efSearch 64)": ("faiss", faiss_hnsw_graph),
+         "hnswlib (M 16, ef 64)": ("hnswlib", hnswlib_graph)}
+
+
+def bench_peers(lake: Path, truth: np.ndarray, queries: np.ndarray, k: int) -> list[dict]:
+    """The same k-NN graph of all points from each peer library, on the same vectors, in the same run."""
+    import importlib.util
+
+    from store.neighbours import normalise_in_place
+    from store.vectors import load_matrix
+
+    results = []
+    for name, (module, build) in PEERS.items():
+        if importlib.util.find_spec(module) is None:
+            results.append({"peer": name, "build_s": None, "missing": "pip install -e '.[bench]'"})
+            continue
+        _, vectors = load_matrix(str(lake), "bench", "l", "mean")
+        start = time.perf_counter()
+        graph = build(normalise_in_place(vectors), k)
+        seconds = time.perf_counter() - start
+        results.append({"peer": name, "build_s": round(seconds, 1), "recall_at_10": round(recall_at_10(truth, graph, queries), 4)})
+        print(json.dumps({"n": len(graph), **results[-1]}), file=sys.stderr, flush=True)  # a long run shows each as it ends
+        del vectors, graph
+    return results
+
+
+def bench_neighbours(n: int, dim: int, workdir: Path, peers: bool = True) -> dict:
+    from store.neighbours import GRAPH_K, build_graph
     from store.views import connect
 
     data = clustered(n, dim)
@@ -95,6 +151,9 @@ def bench_neighbours(n: int, dim: int, workdir: Path) -> dict:
     graph = build_graph(str(lake), "bench", "l", "mean")
     build_s = time.perf_counter() - start
     recall = recall_at_10(truth, graph.neighbours, queries)  # sample ids equal row indices here
+    print(json.dumps({"n": n, "dim": dim, "ours_build_s": round(build_s, 1), "recall_at_10": round(recall, 4)}),
+          file=sys.stderr, flush=True)
+    peak_gb = peak_rss_gb()
 
     memory = []
     for q in queries[:200]:
@@ -112,11 +171,12 @@ def bench_neighbours(n: int, dim: int, workdir: Path) -> dict:
         t = time.perf_counter()
         con.sql(f"SELECT * FROM knn_exact('bench', {int(q)}, 'l', 'mean', 0, 10)").fetchall()
         scans.append(time.perf_counter() - t)
+    peer_results = bench_peers(lake, truth, queries, GRAPH_K) if peers else []
     shutil.rmtree(lake)
     median_query, median_scan = statistics.median(lookup), statistics.median(scans)
     median_memory = statistics.median(memory)
     return {"n": n, "dim": dim, "build_s": round(build_s, 1), "recall_at_10": round(recall, 4),
-            "peak_rss_gb": round(peak_rss_gb(), 1),
+            "peers": peer_results, "peak_rss_gb": round(peak_gb, 1),
             "median_query_ms": round(median_query * 1e3, 2), "median_in_memory_query_ms": round(median_memory * 1e3, 4),
             "exact_duckdb_scan_ms": round(median_scan * 1e3), "speedup": round(median_scan / median_query)}
 
@@ -148,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", default="768,1280")
     parser.add_argument("--full-fit-limit", type=int, default=100_000, help="largest n that also gets a full UMAP fit")
     parser.add_argument("--skip-layouts", action="store_true", help="neighbour figures only")
+    parser.add_argument("--no-peers", action="store_true", help="leave out the faiss and hnswlib reference columns")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="dmd2-store-bench-"))
@@ -155,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in map(int, args.sizes.split(",")):
             for dim in map(int, args.dims.split(",")):
-                results["neighbours"].append(bench_neighbours(n, dim, workdir))
+                results["neighbours"].append(bench_neighbours(n, dim, workdir, peers=not args.no_peers))
                 print(json.dumps(results["neighbours"][-1]), flush=True)
                 if not args.skip_layouts:
                     results["layouts"].append(bench_layout(n, dim, args.full_fit_limit))

@@ -30,6 +30,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -86,7 +87,30 @@ SAMPLES_SCHEMA = pa.schema([
 ])
 
 
-def activations_schema(dim: int) -> pa.Schema:
+# How activation vectors are stored. Every shard records its format in its metadata (VECTOR_FORMAT_KEY);
+# readers accept them all, and shards written before formats were recorded (format 1: nullable lists,
+# dictionary + zstd) read as before.
+VECTOR_FORMAT_KEY = b"vector_format"
+VECTOR_FORMATS = {
+    "half": "float32 rounded to float16 precision, byte-stream-split, zstd level 1",
+    "full": "float32, byte-stream-split, zstd level 1",
+}
+UNRECORDED_VECTOR_FORMAT = "format 1 (nullable float32 lists, dictionary + zstd)"
+# Required (non-null) lists and values spare Parquet's definition levels, and byte-stream-split puts the
+# zero low bytes of rounded values side by side, where zstd removes them: reads are about 1.5x faster than
+# format 1 and files a little smaller (docs/BENCHMARKS.md, vector formats).
+ACTIVATIONS_WRITE_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": ["run_id", "layer", "step", "noise_level", "pooling"],
+    "use_byte_stream_split": ["vector.list.element"],
+}
+
+
+def activations_schema(dim: int, precision: str = "half") -> pa.Schema:
+    if precision not in VECTOR_FORMATS:
+        raise ValueError(f"unknown vector precision {precision!r}; use {' or '.join(VECTOR_FORMATS)}")
+    vector = pa.list_(pa.field("element", pa.float32(), nullable=False), dim)
     return pa.schema([
         ("run_id", pa.string()),
         ("sample_id", pa.int64()),
@@ -94,8 +118,41 @@ def activations_schema(dim: int) -> pa.Schema:
         ("step", pa.int16()),
         ("noise_level", pa.float32()),  # sigma (EDM) or timestep (diffusers) the step started from
         ("pooling", pa.string()),
-        ("vector", pa.list_(pa.float32(), dim)),  # fixed size: DuckDB casts it to FLOAT[dim]
-    ])
+        pa.field("vector", vector, nullable=False),  # fixed size: DuckDB casts it to FLOAT[dim]
+    ], metadata={VECTOR_FORMAT_KEY: precision.encode()})
+
+
+def vector_format(schema: pa.Schema) -> str:
+    """What an activations shard's footer says about its vectors: a key of VECTOR_FORMATS, or format 1's name."""
+    recorded = (schema.metadata or {}).get(VECTOR_FORMAT_KEY)
+    return recorded.decode() if recorded is not None and recorded.decode() in VECTOR_FORMATS else UNRECORDED_VECTOR_FORMAT
+
+
+def activations_table(run_id: str, layer: str, pooling: str, sample_ids: np.ndarray, noise_levels: np.ndarray,
+                      vectors: np.ndarray, precision: str, metadata: dict[bytes, bytes] | None = None) -> pa.Table:
+    """One chunk of one (layer, pooling): `vectors` (n, steps, dim) float32, already rounded to `precision`
+    (ingest.writer.round_mantissa); one row per (sample, step)."""
+    n, steps, dim = vectors.shape
+    schema = activations_schema(dim, precision)
+    if metadata:
+        schema = schema.with_metadata({**schema.metadata, **metadata})
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))  # zero-copy for float32
+    return pa.table({
+        "run_id": constant_strings(run_id, n * steps),
+        "sample_id": np.repeat(np.asarray(sample_ids, dtype=np.int64), steps),
+        "layer": constant_strings(layer, n * steps),
+        "step": np.tile(np.arange(steps, dtype=np.int16), n),
+        "noise_level": np.tile(np.asarray(noise_levels, dtype=np.float32), n),
+        "pooling": constant_strings(pooling, n * steps),
+        "vector": pa.FixedSizeListArray.from_arrays(flat, type=schema.field("vector").type),
+    }, schema=schema)
+
+
+def constant_strings(value: str, n: int) -> pa.Array:
+    """A string column of `n` copies of `value`, built from buffers (no Python objects per row)."""
+    encoded = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
 
 
 class LakeError(ValueError):
@@ -346,7 +403,7 @@ TABLE_DEPTHS = {"runs": 1, "samples": 1, "activations": 3, "embeddings": 3, "ind
 # Every table and the columns its views read (activations: any vector width, so a variable-size list).
 TABLE_SCHEMAS = {
     "runs": RUNS_SCHEMA, "samples": SAMPLES_SCHEMA,
-    "activations": activations_schema(1).set(6, pa.field("vector", pa.list_(pa.float32()))),
+    "activations": activations_schema(1).set(6, pa.field("vector", pa.list_(pa.float32()))).remove_metadata(),
     "embeddings": EMBEDDINGS_SCHEMA, "indexes": INDEXES_SCHEMA, "comparisons": COMPARISONS_SCHEMA,
     "diversity": DIVERSITY_SCHEMA, "selections": SELECTIONS_SCHEMA, "fidelity": FIDELITY_SCHEMA,
 }

@@ -29,10 +29,19 @@ GRAPH_K = 50
 EXACT_LIMIT = 50_000
 BLOCK_ROWS = 4096
 GRAPH_ROW_GROUP = 4096
-# Candidates NN-descent tries per point and iteration (its default is min(60, n_neighbors)). At 300k x 768,
-# 60 -> 90 took recall@10 from 0.982 to 0.991 for 29% more build time; more iterations (delta) did nothing.
-NND_MAX_CANDIDATES = 80
+# NN-descent's settings by number of points: (extra neighbours it keeps beyond k, candidates it tries per
+# point and iteration). Measured at 768 dims (docs/BENCHMARKS.md, neighbour graphs against faiss and
+# hnswlib): at 100k, (0, 20) reaches recall@10 0.971 in 54 s, sooner than faiss's HNSW (62 s, 0.964),
+# where (10, 80) took 145 s for 0.999; at 1M the larger setting is what keeps recall@10 above 0.95.
+NND_SETTINGS = ((200_000, 0, 20), (None, 10, 80))  # (up to this many points, extra, candidates)
 
+
+def nndescent_settings(n: int) -> tuple[int, int]:
+    """(extra neighbours, candidates per iteration) for a graph of n points."""
+    for limit, extra, candidates in NND_SETTINGS:
+        if limit is None or n <= limit:
+            return extra, candidates
+    raise AssertionError("the last setting has no limit")
 
 @dataclasses.dataclass(frozen=True)
 class NeighbourGraph:
@@ -83,17 +92,19 @@ def exact_knn(unit: np.ndarray, k: int, queries: np.ndarray | None = None,
 
 
 def approximate_knn(unit: np.ndarray, k: int, seed: int, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """pynndescent candidates (k + 10 per point, searched on the raw unit vectors), re-ranked exactly,
-    so the distances returned are exact and only recall depends on the approximation.
+    """pynndescent candidates (`candidates` per point, by default k plus a few chosen by size, searched on
+    the raw unit vectors), re-ranked exactly, so the distances returned are exact and only recall depends
+    on the approximation.
 
     Searching a PCA-reduced copy instead was both slower (the PCA) and worse: at 100k x 768 recall@10
     fell from 0.997 to 0.87 with 128 components, since within-cluster order lives in the minor ones.
     """
     from pynndescent import NNDescent
 
-    candidates = min(candidates or k + 10, len(unit) - 1)
+    extra, tried = nndescent_settings(len(unit))
+    candidates = min(candidates or k + extra, len(unit) - 1)
     index = NNDescent(unit, metric="cosine", n_neighbors=candidates + 1, random_state=seed, low_memory=True,
-                      max_candidates=NND_MAX_CANDIDATES, verbose=False)
+                      max_candidates=tried, verbose=False)
     proposals, _ = index.neighbor_graph
     indices = np.empty((len(unit), k), dtype=np.int64)
     distances = np.empty((len(unit), k), dtype=np.float32)
@@ -132,7 +143,7 @@ def build_graph(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
     committed chunks, or of exactly `chunks`)."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     step = resolve_step(lake, run_id, layer, pooling, step)
-    params = {"k": k, "metric": "cosine", "exact_limit": EXACT_LIMIT, "seed": seed}
+    params = {"k": k, "metric": "cosine", "exact_limit": EXACT_LIMIT, "seed": seed, "nndescent": NND_SETTINGS}
     digest = inputs_hash(lake, run_id, layer, pooling, step, params, chunks)
     parts = graph_path(lake, run_id, layer, pooling, step, digest)
     if parts[-1] in lake.shard_names(*parts[:-1]):

@@ -1,17 +1,24 @@
 """Load one layer's pooled vectors from the lake into a numpy matrix, fast.
 
 DuckDB is the query engine, but for a whole (run, layer, pooling, step) matrix pyarrow reads the
-shards straight into one contiguous float32 buffer: the fixed-size list's values are already laid
-out row by row, so no per-row Python work happens.
+shards, a thread per shard, straight into one contiguous float32 buffer: the fixed-size list's values
+are already laid out row by row, so no per-row Python work happens.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from store.lake import Lake, chunk_name
+
+
+COLUMNS = ["sample_id", "step", "vector"]
+READ_THREADS = min(16, 2 * (os.cpu_count() or 1))  # two per core: one decodes while the other waits on a read
 
 
 class MissingLayerError(ValueError):
@@ -39,30 +46,53 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
     if not paths:
         raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
                                 "see the `captured` view for what exists")
-    dataset = ds.dataset(paths, format="parquet", filesystem=lake.fs)
-    table = dataset.to_table(columns=["sample_id", "step", "vector"], use_threads=True)
-    steps = table.column("step").to_numpy()
-    if step is None:
-        step = int(steps.max())
-    keep = steps == step
-    if not keep.any():
-        raise MissingLayerError(f"step {step} was not captured for layer {layer} of run {run_id}")
-    column = table.column("vector")
-    if not pa.types.is_fixed_size_list(column.type):
-        raise MissingLayerError(f"vectors of layer {layer} are not fixed-size lists; was the lake written by ingest?")
-    # One copy, straight from Arrow's buffers into the matrix, keeping only the rows of `step`.
-    matrix = np.empty((int(keep.sum()), column.type.list_size), dtype=np.float32)
-    source = target = 0
-    for chunk in column.chunks:
-        values = chunk.flatten().to_numpy().reshape(len(chunk), -1)
-        rows = keep[source: source + len(chunk)]
-        picked = values if rows.all() else values[rows]
-        matrix[target: target + len(picked)] = picked
-        source += len(chunk)
-        target += len(picked)
-    table = table.filter(pa.array(keep)) if not keep.all() else table
-    ids = table.column("sample_id").to_numpy()
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        # One shard per thread: shards may differ in vector format (store.lake.VECTOR_FORMATS), which a
+        # single dataset scan would have to reconcile.
+        tables = list(pool.map(lambda path: pq.read_table(path, columns=COLUMNS, filesystem=lake.fs,
+                                                          use_threads=False), paths))
+        dim = vector_width(tables, layer)
+        steps = [t.column("step").to_numpy() for t in tables]
+        if step is None:
+            step = int(max(s.max(initial=0) for s in steps))
+        keeps = [s == step for s in steps]
+        counts = [int(k.sum()) for k in keeps]
+        if not sum(counts):
+            raise MissingLayerError(f"step {step} was not captured for layer {layer} of run {run_id}")
+        matrix = np.empty((sum(counts), dim), dtype=np.float32)
+        ids = np.empty(sum(counts), dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        # Straight from Arrow's buffers into the matrix, keeping only the rows of `step`; numpy's copies
+        # release the GIL, so the threads copy in parallel.
+        list(pool.map(lambda job: copy_rows(*job, matrix, ids), zip(tables, keeps, starts)))
     order = np.argsort(ids, kind="stable")
     if not np.all(order == np.arange(len(order))):
         ids, matrix = ids[order], matrix[order]
     return ids, matrix
+
+
+def vector_width(tables: list[pa.Table], layer: str) -> int:
+    widths = set()
+    for table in tables:
+        kind = table.schema.field("vector").type
+        if not pa.types.is_fixed_size_list(kind):
+            raise MissingLayerError(f"vectors of layer {layer} are not fixed-size lists; was the lake written by ingest?")
+        widths.add(kind.list_size)
+    if len(widths) > 1:
+        raise MissingLayerError(f"vectors of layer {layer} have different widths {sorted(widths)} in different shards")
+    return widths.pop()
+
+
+def copy_rows(table: pa.Table, keep: np.ndarray, start: int, matrix: np.ndarray, ids: np.ndarray) -> None:
+    """Copy `table`'s kept rows into matrix[start:] and ids[start:]."""
+    sample_ids = table.column("sample_id").to_numpy()
+    target = start
+    source = 0
+    for chunk in table.column("vector").chunks:
+        values = chunk.flatten().to_numpy().reshape(len(chunk), -1)
+        rows = keep[source: source + len(chunk)]
+        picked = values if rows.all() else values[rows]
+        matrix[target: target + len(picked)] = picked
+        ids[target: target + len(picked)] = sample_ids[source: source + len(chunk)][rows]
+        source += len(chunk)
+        target += len(picked)

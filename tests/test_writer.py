@@ -26,6 +26,11 @@ def test_round_mantissa_keeps_float16_precision_and_float32_range():
     assert np.isinf(rounded[6]) and np.isnan(rounded[7])
     assert (rounded[finite].view(np.uint32) & 0x1FFF == 0).all()  # low 13 bits cleared
     assert np.array_equal(round_mantissa(values[finite], 23), values[finite])
+    # independently: within float16's normal range, 10 mantissa bits round as numpy's float16 cast (ties aside:
+    # numpy rounds them to even, round_mantissa away from zero)
+    normal = np.random.default_rng(0).uniform(-6e4, 6e4, 10_000).astype(np.float32)
+    normal = normal[(np.abs(normal) > 1e-4) & (normal.view(np.uint32) & 0x1FFF != 0x1000)]
+    np.testing.assert_array_equal(round_mantissa(normal, 10), normal.astype(np.float16).astype(np.float32))
 
 
 def test_png_and_thumbnail_round_trip():
@@ -51,7 +56,7 @@ def make_batch(chunk: int, rows, steps: int = 2, dim: int = 6) -> Batch:
 def test_chunks_are_written_with_activations_before_samples(tmp_path):
     lake = Lake(tmp_path)
     plan = class_plan(10, seed=0, n=10)
-    writer = ShardWriter(lake, RunInfo("r", tuple("abcdefghij"), (80.0, 10.0), vector_bits=23), workers=2)
+    writer = ShardWriter(lake, RunInfo("r", tuple("abcdefghij"), (80.0, 10.0), vector_precision="full"), workers=2)
     writer.submit(make_batch(0, plan.take(slice(0, 3))))
     writer.submit(make_batch(0, plan.take(slice(3, 5))))
     writer.end_chunk(0)
@@ -70,6 +75,17 @@ def test_chunks_are_written_with_activations_before_samples(tmp_path):
     rows = acts.to_pylist()
     assert [(r["sample_id"], r["step"], r["noise_level"]) for r in rows[:3]] == [(5, 0, 80.0), (5, 1, 10.0), (6, 0, 80.0)]
     assert rows[1]["vector"] == [501.0] * 6
+    for chunk, ids in [(0, range(5)), (1, range(5, 10))]:  # every row of every shard: its sample's, its step's
+        stored = pq.read_table(tmp_path / "activations" / "r" / "layer.a" / "mean" / f"chunk-{chunk:06d}.parquet")
+        keys = list(zip(stored.column("sample_id").to_pylist(), stored.column("step").to_pylist()))
+        assert keys == [(i, s) for i in ids for s in range(2)]
+        vectors = np.stack(stored.column("vector").to_numpy(zero_copy_only=False))
+        np.testing.assert_array_equal(vectors, [[100.0 * i + s] * 6 for i, s in keys])
+        images = pq.read_table(tmp_path / "samples" / "r" / f"chunk-{chunk:06d}.parquet").to_pylist()
+        assert [r["sample_id"] for r in images] == list(ids)
+        for r in images:
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r["image_png"]))),
+                                          np.full((4, 4, 3), r["sample_id"], dtype=np.uint8))
 
 
 def test_worker_errors_reach_the_generating_thread_and_nothing_is_committed(tmp_path):
