@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import panel as pn
 
-from dashboards.render import category_colour, colour_bar, esc, html_pane, marker_key
+from dashboards.render import category_colour, choice_options, colour_bar, esc, html_pane, marker_key
 from store import maps
 
 COLOUR_CHOICES = {"class / prompt": "label", "tag": "tags", "density": "density",
@@ -38,7 +38,7 @@ class FilterPanel:
 
     def follow_layout(self, points: maps.MapPoints) -> None:
         """Class choices of the layout's run (kept where the new run has them)."""
-        options = points.class_options()
+        options = choice_options(points.class_options())
         self.classes.param.update(options=options, value=[v for v in self.classes.value if v in options.values()],
                                   visible=bool(options))
 

@@ -17,7 +17,7 @@ import numpy as np
 import panel as pn
 
 from dashboards.map_view import MapView
-from dashboards.render import category_colour, esc, html_pane, image_url
+from dashboards.render import category_colour, choice_options, esc, html_pane, image_url
 from dashboards.thumbs import Thumbs, card
 from store import catalogue, maps
 from store.lake import LayoutKey
@@ -97,7 +97,7 @@ class LinkedMaps:
         class_names = {}
         for points in loaded:
             class_names.update(points.class_names)
-        options = {catalogue.sample_label(i, name, None): i for i, name in sorted(class_names.items())}
+        options = choice_options({catalogue.sample_label(i, name, None): i for i, name in sorted(class_names.items())})
         self.classes.param.update(options=options, value=[v for v in self.classes.value if v in options.values()])
         self.grid.ncols = min(len(self.panels), 2)  # two a row: four panels still fit beside the sidebars
         self.grid.objects = [panel.view for panel in self.panels]
@@ -250,7 +250,8 @@ class SideBySide:
         order = catalogue.run_layers(self.con, self.run.value) if self.run.value else []
         depth = {layer: i for i, layer in enumerate(catalogue.in_capture_order({k.layer for k in keys}, order))}
         keys.sort(key=lambda k: (depth[k.layer], k.step))
-        options = {f"{k.layer} · step {k.step} · {k.pooling} · {catalogue.layout_info(self.lake, k).name}": k for k in keys}
+        options = choice_options({f"{k.layer} · step {k.step} · {k.pooling} · "
+                                  f"{catalogue.layout_info(self.lake, k).name}": k for k in keys})
         self.choice.param.update(options=options, value=default_layouts(keys, order))
 
     def show(self) -> None:

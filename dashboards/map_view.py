@@ -22,6 +22,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options the 
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.events import MouseLeave
 from bokeh.models import HoverTool
 
 from dashboards.render import (MAP_HEIGHT, MAP_WIDTH, MARKER_COLOURS, home_range, image_url,
@@ -60,10 +61,11 @@ class MapView:
         self.paths = hv.streams.Pipe(data=[])
         self.outline = hv.streams.Pipe(data=[])
         self.raster = hv.DynamicMap(self.render, streams=[self.range, self.size, self.revision])
+        self._left = set()  # ids of the Bokeh plots whose mouse leave is heard
         size = {"responsive": True, "min_height": height} if responsive else {"width": width, "height": height}
         self.raster.opts(tools=["tap", "box_select", "lasso_select"], active_tools=["wheel_zoom"],
                          default_tools=["pan", "wheel_zoom", "reset"], xaxis=None, yaxis=None, bgcolor="#ffffff",
-                         toolbar="above", hooks=[quick_range_updates], framewise=True, **size)
+                         toolbar="above", hooks=[quick_range_updates, self._hear_leave], framewise=True, **size)
         hv.streams.Tap(source=self.raster, x=None, y=None).add_subscriber(self._tap)
         hv.streams.PointerXY(source=self.raster, x=None, y=None).add_subscriber(self._pointer)
         hv.streams.BoundsXY(source=self.raster, bounds=None).add_subscriber(self._box)
@@ -201,6 +203,14 @@ class MapView:
         self.hovered.send(hover_frame(self.points, sample) if sample is not None else EMPTY_HOVER)
         if self.on_hover:
             self.on_hover(sample)
+
+    def _hear_leave(self, plot, element) -> None:
+        """PointerXY hears mouse moves over the map only, so the point hovered last would keep its ring
+        after the mouse leaves the map (the card goes, Bokeh hides it): clear the hover on leaving."""
+        model = plot.state
+        if model.id not in self._left:
+            self._left.add(model.id)
+            model.on_event(MouseLeave, lambda event: self._pointer(None, None))
 
     def _box(self, bounds=None) -> None:
         if bounds is None or self.points is None:

@@ -72,6 +72,13 @@ def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def choice_options(options: dict) -> dict:
+    """Options of a `pn.widgets.MultiChoice` with their labels escaped: Bokeh's MultiChoice leaves Choices.js's
+    `allowHTML` at its default (true), so a label is parsed as HTML (a class named `<img onerror=...>` would
+    run its script when the list opens); escaped, it shows as the characters it is."""
+    return {esc(label): value for label, value in options.items()}
+
+
 INLINE_IMAGES_LAKE: str | None = None  # set in notebooks, which have no image route
 
 

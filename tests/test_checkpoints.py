@@ -55,10 +55,21 @@ def test_loads_onto_meta_without_copy(tmp_path: Path, small_state):
     assert_loaded(model, small_state)
 
 
-def test_reference_checkpoint_loads_strictly(tiny_edm_dir: Path, tiny_edm_config):
-    state = read_state_dict(tiny_edm_dir / "pytorch_model.bin")
-    assert all(k.startswith("model.") for k in state)
-    load_checkpoint(EDMPrecond(tiny_edm_config), tiny_edm_dir / "pytorch_model.bin")
+def test_reference_checkpoint_loads_strictly(tmp_path: Path, tiny_edm_dir: Path, tiny_edm_config):
+    path = tiny_edm_dir / "pytorch_model.bin"
+    on_disk = {k.removeprefix("module."): v for k, v in torch.load(path, weights_only=True, map_location="cpu").items()}
+    assert all(k.startswith("model.") for k in on_disk)
+    assert read_state_dict(path).keys() == on_disk.keys()
+    torch.manual_seed(0)
+    model = load_checkpoint(EDMPrecond(tiny_edm_config), path)
+    assert model.state_dict().keys() == on_disk.keys()
+    assert_loaded(model, on_disk)  # every tensor is the file's, not the random initialisation
+    some_key = sorted(on_disk)[0]
+    for name, state, count in [("missing", {k: v for k, v in on_disk.items() if k != some_key}, "1 missing, 0 unexpected"),
+                               ("extra", {**on_disk, "model.extra.weight": torch.zeros(2)}, "0 missing, 1 unexpected")]:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(CheckpointError, match=count):
+            load_checkpoint(EDMPrecond(tiny_edm_config), tmp_path / f"{name}.safetensors")
 
 
 def test_mismatch_names_counts_and_first_keys(tmp_path: Path, small_state):

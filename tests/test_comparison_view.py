@@ -174,3 +174,98 @@ def test_compare_tab_in_the_browser(paired_server, paired_page):
     assert page.problems == []
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)  # the README's second picture (`make screenshot`)
+
+
+# --- hostile class names in the Compare runs tab, in the browser ---------------------------------------------
+
+HOSTILE_NAMES = {0: "<img src=x onerror=alert(5)>", 1: "<script>alert(6)</script>", 2: "<b>bold</b>"}
+
+
+def write_hostile_pair(lake) -> None:
+    """Two paired runs (`pair-a`, `pair-b`) of 120 samples in three classes named with HTML/JS, compared, their
+    diversity measured (with near-duplicate pairs) and laid out: the Compare and Diversity tabs' inputs."""
+    from store.compare import compare_runs
+    from store.diversity import diversity
+    from store.embed import embed_run
+    from tests.small_lake import write_vectors_run
+
+    rng = np.random.default_rng(0)
+    classes = np.repeat([0, 1, 2], 40)
+    centres = rng.normal(size=(3, 16)) * 3
+    a = centres[classes] + rng.normal(size=(120, 16))
+    b = a + 0.8 * rng.normal(size=(120, 16))
+    for c in range(3):  # a near-duplicate pair in every class
+        a[40 * c + 1] = a[40 * c] + 1e-3 * rng.normal(size=16)
+    for run_id, vectors in (("pair-a", a), ("pair-b", b)):
+        write_vectors_run(lake, run_id, {"l": vectors.astype(np.float32)}, classes, names=HOSTILE_NAMES)
+        with_images(lake, run_id)
+    compare_runs(lake, "pair-a", "pair-b")
+    for run_id in ("pair-a", "pair-b"):
+        diversity(lake, run_id, "l", threshold=0.05)
+        embed_run(str(lake), run_id, progress=False)
+
+
+def with_images(lake, run_id: str) -> None:
+    """Give a test run's samples (written without images) a small PNG each, in place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store.synthetic import tile_png
+
+    for shard in sorted((lake / "samples" / run_id).glob("*.parquet")):
+        table = pq.read_table(shard)
+        pngs = pa.array([tile_png(int(c)) for c in table.column("class_id").to_pylist()], pa.binary())
+        table = table.set_column(table.schema.get_field_index("image_png"), table.schema.field("image_png"), pngs)
+        pq.write_table(table, shard)
+
+
+@pytest.fixture(scope="module")
+def hostile_pair_server(tmp_path_factory):
+    from tests.conftest import Server
+
+    lake = tmp_path_factory.mktemp("hostile-pair") / "lake"
+    write_hostile_pair(lake)
+    server = Server(lake)
+    yield {"url": server.url, "lake": lake, "server": server}
+    server.stop()
+
+
+def shown_as_text(page) -> None:
+    """No element was made of the hostile names, no script ran, no page error."""
+    from tests.test_explorer import INJECTED_JS
+
+    assert page.evaluate(INJECTED_JS) == [], (page.evaluate(INJECTED_JS), page.dialogs)
+    assert page.dialogs == []
+    assert page.problems == []
+
+
+@pytest.mark.browser
+def test_hostile_class_names_are_text_in_the_compare_tab(browser, hostile_pair_server):
+    from tests.conftest import checked_page
+
+    with checked_page(browser, hostile_pair_server["server"]) as page:
+        page.goto(f"{hostile_pair_server['url']}/explorer?tab=compare")
+        page.wait_for_selector(".lens-layer-table .tabulator-row", timeout=60_000)
+        layer_cell = ".lens-layer-table .tabulator-row .tabulator-cell[tabulator-field='layer']"
+        page.locator(layer_cell).first.click()
+        page.wait_for_selector(".lens-layer-figures[data-layer='l']", timeout=20_000)
+        page.wait_for_selector(".lens-changed-table .tabulator-row", timeout=20_000)
+        cells = page.locator(".lens-changed-table .tabulator-cell[tabulator-field='class or prompt']")
+        page.wait_for_timeout(500)
+        labels = cells.all_inner_texts()
+        assert labels and set(labels) <= {f"{c}: {n}" for c, n in HOSTILE_NAMES.items()}, labels  # as characters
+        first = cells.first
+        label = first.inner_text()
+        first.click()
+        page.wait_for_selector(".lens-pair figure", timeout=20_000)
+        captions = page.locator(".lens-pair figcaption").all_inner_texts()
+        assert len(captions) == 2 and all(c.endswith(label) for c in captions), captions
+        page.wait_for_timeout(1000)
+        assert images_loaded(page, ".lens-pair img")
+        page.locator(".choices__input--cloned").first.click()  # the linked maps' class list, opened
+        page.wait_for_timeout(500)
+        listed = page.locator(".choices__list--dropdown .choices__item--choice >> visible=true").all_inner_texts()
+        assert sorted(listed) == sorted(f"{c}: {n}" for c, n in HOSTILE_NAMES.items()), listed
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(500)
+        shown_as_text(page)

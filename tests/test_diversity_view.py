@@ -12,6 +12,7 @@ from dashboards.diversity_view import PAIR_COLUMN, DiversityView, class_id_of
 from store import connect
 from store.diversity import diversity
 from tests.conftest import DIGITS_LAYERS
+from tests.test_comparison_view import hostile_pair_server  # noqa: F401  (a served lake of hostile class names)
 
 
 class Click:
@@ -161,3 +162,38 @@ def test_headers_wrap_and_each_run_has_its_group(paired_server, paired_page):
     assert page.locator(".lens-diversity-means .tabulator-cell[tabulator-field='class or prompt']").inner_text() \
         .startswith("mean of ")
     assert page.problems == []
+
+
+@pytest.mark.browser
+def test_hostile_class_names_are_text_in_the_diversity_tab_and_the_map_filter(browser, hostile_pair_server):
+    """Classes named with HTML/JS: the table's rows, the near-duplicate pair's captions, and (a class clicked)
+    the Map tab's class filter show the names as characters; no element is made of them, no script runs."""
+    from tests.conftest import checked_page, images_loaded
+    from tests.test_comparison_view import HOSTILE_NAMES, shown_as_text
+
+    labels = {f"{c}: {n}" for c, n in HOSTILE_NAMES.items()}
+    with checked_page(browser, hostile_pair_server["server"]) as page:
+        page.goto(f"{hostile_pair_server['url']}/explorer?tab=diversity")
+        page.wait_for_selector(".lens-diversity-table .tabulator-row", timeout=60_000)
+        cells = page.locator(".lens-diversity-table .tabulator-cell[tabulator-field='class or prompt']")
+        assert set(cells.all_inner_texts()) == labels  # every class, as characters
+        pair = page.locator(f".lens-diversity-table .tabulator-cell[tabulator-field='{PAIR_COLUMN}']").first
+        row_label = cells.first.inner_text()
+        pair.click()
+        page.wait_for_selector(".lens-pair figure", timeout=20_000)
+        captions = page.locator(".lens-pair figcaption").all_inner_texts()
+        assert len(captions) == 2 and all(c.endswith(row_label) for c in captions), captions
+        page.wait_for_timeout(800)
+        assert images_loaded(page, ".lens-pair img")
+        cells.first.click()  # the map, filtered to that class
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            shown = page.locator(".lens-shown")
+            if shown.count() and shown.first.inner_text() == "40":
+                break
+            page.wait_for_timeout(200)
+        assert page.locator(".lens-shown").first.inner_text() == "40"
+        pills = page.locator(".choices__list--multiple .choices__item >> visible=true").all_inner_texts()
+        assert any(p.startswith(row_label) for p in pills), pills  # the class filter names it literally
+        page.wait_for_timeout(500)
+        shown_as_text(page)

@@ -11,7 +11,6 @@ import pytest
 
 from store import connect
 from store.embed import EmbedError, embed_run
-from store.layouts import mean_displacement
 from tests.conftest import REPO
 
 
@@ -35,6 +34,29 @@ def test_every_captured_layer_gets_a_layout(embedded):
     assert 0 <= audit[0] <= audit[1] <= 1
 
 
+def test_stored_neighbour_audit_equals_a_numpy_recount(embedded):
+    """knn_overlap: the share of a point's 15 cosine neighbours in the raw vectors that are among its 15 nearest
+    on the map, recounted here from the stored coordinates and the vectors."""
+    from store.vectors import load_matrix
+
+    con = connect(embedded["lake"])
+    result = next(r for r in embedded["results"] if r.layer == "enc.2x2_block0")
+    rows = con.sql(f"SELECT sample_id, x, y, knn_overlap FROM embeddings WHERE params_hash = '{result.params_hash}' "
+                   "ORDER BY sample_id").fetchall()
+    ids, vectors = load_matrix(embedded["lake"], embedded["run_id"], "enc.2x2_block0", "mean", 0)
+    assert [r[0] for r in rows] == ids.tolist()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    xy = np.array([r[1:3] for r in rows], dtype=np.float64)
+    raw, planar = -(unit @ unit.T), ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    np.fill_diagonal(raw, np.inf)
+    np.fill_diagonal(planar, np.inf)
+    raw_k, planar_k = np.argsort(raw, axis=1)[:, :15], np.argsort(planar, axis=1)[:, :15]
+    recount = np.array([len(set(a) & set(b)) / 15 for a, b in zip(raw_k, planar_k)])
+    stored = np.array([r[3] for r in rows])
+    assert np.mean(np.abs(stored - recount) < 1e-6) > 0.97  # equal but for float ties in a few neighbourhoods
+    assert abs(stored.mean() - result.mean_overlap) < 1e-6 and 0.05 < stored.mean() < 0.99
+
+
 def test_digit_classes_form_separate_regions_in_some_layer(embedded):
     con = connect(embedded["lake"])
     purities = []
@@ -53,19 +75,38 @@ def test_same_request_reuses_stored_layouts(embedded):
     assert [r.params_hash for r in again] == [r.params_hash for r in embedded["results"]]
 
 
+def stored_xy(con, params_hash: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sample ids, coordinates) of one stored layout, read from the embeddings view."""
+    rows = con.sql(f"SELECT sample_id, x, y FROM embeddings WHERE params_hash = '{params_hash}' ORDER BY sample_id").fetchall()
+    return np.array([r[0] for r in rows]), np.array([r[1:] for r in rows], dtype=np.float64)
+
+
+def displacement(reference: np.ndarray, moved: np.ndarray) -> float:
+    """Mean distance between the same points of two layouts, in units of `reference`'s RMS radius."""
+    centred = reference - reference.mean(axis=0)
+    return float(np.mean(np.hypot(*(reference - moved).T)) / np.sqrt(np.mean(np.sum(centred**2, axis=1))))
+
+
 def test_alignment_keeps_points_closer_than_independent_layouts(embedded, tmp_path):
     lake = tmp_path / "lake"  # a copy: the shared embedded lake must keep one layout per layer
     shutil.copytree(embedded["lake"], lake)
     con = connect(lake)
-    independent = embed_run(str(lake), layers=["enc.2x2_block0", "dec.8x8_block1"], align=False, progress=False)
-    assert not any(r.reused for r in independent)
+    independent = {r.layer: r for r in embed_run(str(lake), layers=["dec.8x8_block1"], align=False, progress=False)}
+    assert not independent["dec.8x8_block1"].reused
     aligned = {r.layer: r for r in embedded["results"]}
-    by_hash = {}
-    for r in independent:
-        rows = con.sql(f"SELECT x, y FROM embeddings WHERE params_hash = '{r.params_hash}' ORDER BY sample_id").fetchall()
-        by_hash[r.layer] = np.array(rows)
-    unaligned_move = mean_displacement(by_hash["enc.2x2_block0"], by_hash["dec.8x8_block1"])
-    assert aligned["dec.8x8_block1"].displacement < unaligned_move
+    ids, reference = stored_xy(con, aligned["enc.2x2_block0"].params_hash)
+    aligned_ids, aligned_xy = stored_xy(con, aligned["dec.8x8_block1"].params_hash)
+    free_ids, free_xy = stored_xy(con, independent["dec.8x8_block1"].params_hash)
+    assert len(ids) == 300 and np.array_equal(ids, aligned_ids) and np.array_equal(ids, free_ids)
+    aligned_move, free_move = displacement(reference, aligned_xy), displacement(reference, free_xy)
+    assert aligned["dec.8x8_block1"].displacement == pytest.approx(aligned_move, rel=1e-4)  # reported = stored
+    assert aligned_move < 0.5 * free_move  # clearly closer than a layout made without alignment
+    # Stored aligned: no rotation, scale or shift of it moves it closer to its reference (it is Procrustes-fitted).
+    centred_ref, centred = reference - reference.mean(0), aligned_xy - aligned_xy.mean(0)
+    np.testing.assert_allclose(reference.mean(0), aligned_xy.mean(0), atol=1e-3 * np.abs(reference).max())
+    u, sigma, vt = np.linalg.svd(centred.T @ centred_ref)
+    np.testing.assert_allclose(u @ vt, np.eye(2), atol=1e-3)  # the best rotation onto the reference is none
+    assert sigma.sum() / np.sum(centred**2) == pytest.approx(1, abs=1e-3)  # and the best scale is 1
 
 
 def test_missing_layer_and_run_are_reported(embedded, tmp_path):

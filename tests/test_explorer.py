@@ -321,27 +321,117 @@ def test_switching_layers_keeps_the_selection_and_redraws(served, page):
     assert page.problems == []
 
 
+# Every element the page made from hostile text, looked for through every (open) shadow root: an element
+# carrying an inline handler, an <img src=x>, a <b> holding "bold", a <script> calling alert.
+INJECTED_JS = """
+() => {
+  const found = [];
+  function walk(root) {
+    for (const e of root.querySelectorAll('*')) {
+      const tag = e.tagName.toLowerCase();
+      const where = e.parentElement ? e.parentElement.outerHTML.slice(0, 160) : '';
+      if ([...e.attributes].some(a => a.name.startsWith('on'))) found.push(e.outerHTML.slice(0, 80) + ' in ' + where);
+      if (tag === 'img' && e.getAttribute('src') === 'x') found.push('img src=x');
+      if (tag === 'b' && e.textContent === 'bold') found.push('<b>bold</b>');
+      if (tag === 'script' && e.textContent.includes('alert(')) found.push('script ' + e.textContent.slice(0, 40));
+      if (e.shadowRoot) walk(e.shadowRoot);
+    }
+  }
+  walk(document);
+  return found;
+}
+"""
+
+
+def hostile_points(served):
+    key = next(k for k in catalogue.list_layouts(served["lake"]) if k.run_id == "hostile")
+    return maps.points_for(served["lake"], key)
+
+
+def hover_until_card(page, x: float, y: float, index: int = 0):
+    """Move the mouse onto data point (x, y) until the hover card shows (the server draws the hovered point
+    under the cursor first); the card's locator."""
+    g = plot_geometries(page)[index]
+    px, py = data_to_pixel(page, x, y, index)
+    tooltip = page.locator(".lens-tooltip >> visible=true")
+    for _ in range(20):
+        page.mouse.move(g["left"] + px + 1, g["top"] + py)
+        page.wait_for_timeout(300)
+        page.mouse.move(g["left"] + px, g["top"] + py)
+        page.wait_for_timeout(200)
+        if tooltip.count():
+            break
+    return tooltip
+
+
 def test_hostile_prompts_are_shown_as_text(served, page):
-    open_explorer(page, served["url"], "?run=hostile&sample=0")
-    wait_for_selected(page, 0)
+    """Prompts and tags that are HTML/JS reach every card as the characters they are: in the legend (by
+    prompt and by tag), the selected sample's card, the hover card, the filters' counts, the jump box's
+    and the save box's messages; no element is made of them and no script runs."""
+    points = hostile_points(served)
+    frame = points.frame
+    script_row = int(np.flatnonzero((frame["prompt"] == HOSTILE_PROMPT).to_numpy())[0])
+    sample = int(frame["sample_id"].iat[script_row])
+    assert frame["tags"].iat[script_row] == "<b>bold</b>"
+    open_explorer(page, served["url"], f"?run=hostile&sample={sample}")
+    wait_for_selected(page, sample)
     legend = page.locator(".lens-legend-rows").inner_text()
-    assert HOSTILE_PROMPT in legend and "<img src=x onerror=alert(2)>" in legend
-    meta = page.locator(".lens-selected-sample").inner_text()
-    assert any(p in meta for p in HOSTILE_PROMPTS)
+    for prompt in HOSTILE_PROMPTS:  # each prompt, literally, with its count
+        assert f"{prompt} ({int((frame['prompt'] == prompt).sum()):,})" in legend, legend
+    card = page.locator(".lens-selected-sample").inner_text()
+    assert HOSTILE_PROMPT in card and "<b>bold</b>" in card, card  # its prompt and its tag, as text
+    # colour by tag: the tag's key row, as text
     page.locator("select:has(option:text-is('tag'))").select_option(label="tag")
     deadline = time.monotonic() + 15
     while "<b>bold</b>" not in page.locator(".lens-legend-rows").inner_text() and time.monotonic() < deadline:
         page.wait_for_timeout(200)
-    assert "<b>bold</b>" in page.locator(".lens-legend-rows").inner_text()  # the tag legend, as text
-    page.locator("input[placeholder='any tag']").fill("<b>")
-    page.locator("input[placeholder='any tag']").press("Enter")
+    bold = int((frame["tags"] == "<b>bold</b>").sum())
+    assert f"<b>bold</b> ({bold:,})" in page.locator(".lens-legend-rows").inner_text()
+    # the hover card of a point whose prompt is an <img onerror>
+    img_row = int(np.flatnonzero((frame["prompt"] == "<img src=x onerror=alert(2)>").to_numpy())[0])
+    tooltip = hover_until_card(page, float(frame["x"].iat[img_row]), float(frame["y"].iat[img_row]))
+    assert tooltip.count() == 1
+    assert "<img src=x onerror=alert(2)>" in tooltip.first.inner_text(), tooltip.first.inner_text()
+    assert tooltip.first.locator("img").count() == 1  # the thumbnail only
+    page.mouse.move(5, 5)
+    # the tag filter matches the hostile tag's text: the count says so
+    tag_box = page.locator("input[placeholder='any tag']")
+    tag_box.fill("<b>")
+    tag_box.press("Enter")
+    expected = int(points.mask([], "", "<b>").sum())
+    assert 0 < expected < len(frame)
     deadline = time.monotonic() + 10
-    while shown_count(page) == 600 and time.monotonic() < deadline:
+    while shown_count(page) != expected and time.monotonic() < deadline:
         page.wait_for_timeout(100)
-    assert 0 < shown_count(page) < 600
-    page.locator("input[placeholder='any prompt']").fill("script")
-    page.keyboard.press("Enter")
-    page.wait_for_timeout(1500)
+    assert shown_count(page) == expected
+    tag_box.fill("")
+    tag_box.press("Enter")
+    prompt_box = page.locator("input[placeholder='any prompt']")
+    prompt_box.fill("<script>")
+    prompt_box.press("Enter")
+    expected = int(points.mask([], "<script>", "").sum())
+    deadline = time.monotonic() + 10
+    while shown_count(page) != expected and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert shown_count(page) == expected == int((frame["prompt"] == HOSTILE_PROMPT).sum())
+    # the jump box and the save box say what was typed, as text
+    jump = page.locator("input[placeholder='e.g. 1234']")
+    jump.fill("<img src=x onerror=alert(3)>")
+    jump.press("Enter")
+    page.wait_for_selector(".lens-error", timeout=10_000)
+    assert "no sample <img src=x onerror=alert(3)> in this layout" in page.locator(".lens-error").first.inner_text()
+    page.get_by_role("button", name="Collect point").click()
+    name = page.locator("input[placeholder='name, e.g. odd-sevens']")
+    name.fill("<img src=x onerror=alert(4)>")
+    name.press("Enter")
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Save selection (collected + box/lasso)").click()
+    deadline = time.monotonic() + 10
+    while page.locator(".lens-error").count() < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert "invalid selection name '<img src=x onerror=alert(4)>'" in page.locator(".lens-error").last.inner_text()
+    page.wait_for_timeout(1000)
+    assert page.evaluate(INJECTED_JS) == []
     assert page.dialogs == []
     assert page.problems == []
 
@@ -452,30 +542,40 @@ def test_trajectories_are_drawn_in_the_browser(served, page):
 
 
 def test_hover_shows_a_card_at_the_cursor_that_leaves_with_it(served, page):
+    """Hovering a point draws a dark ring on it and shows its card (thumbnail, label, id) by the cursor;
+    moving off the map takes both away."""
     key = best_separated_layout(served["lake"], served["run_id"])
     open_explorer(page, served["url"], f"?run={served['run_id']}&layer={key.layer}")
     page.wait_for_timeout(500)
     points = maps.points_for(served["lake"], key)
     row = isolated_point(points, np.random.default_rng(3))
     g = plot_geometries(page)[0]
-    px, py = data_to_pixel(page, float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row]))
-    tooltip = page.locator(".lens-tooltip >> visible=true")
-    for _ in range(20):  # the card shows once the server has drawn the hovered point under the cursor
-        page.mouse.move(g["left"] + px + 1, g["top"] + py)
-        page.wait_for_timeout(300)
-        page.mouse.move(g["left"] + px, g["top"] + py)
-        page.wait_for_timeout(200)
-        if tooltip.count():
-            break
+    x, y = float(points.frame["x"].iat[row]), float(points.frame["y"].iat[row])
+    px, py = data_to_pixel(page, x, y)
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(300)
+    dark_before = dark_pixels_near(map_pixels(page), px, py)
+    tooltip = hover_until_card(page, x, y)
     assert tooltip.count() == 1
     sample = int(points.frame["sample_id"].iat[row])
     assert f"sample {sample}" in tooltip.first.inner_text()
     assert str(points.frame["label"].iat[row]) in tooltip.first.inner_text()
     box = tooltip.first.bounding_box()  # next to the cursor
     assert abs(box["x"] - (g["left"] + px)) < 200 and abs(box["y"] - (g["top"] + py)) < 200
-    page.mouse.move(5, 5)  # off the map: the card goes
+    assert images_loaded(page, ".lens-tooltip img")
+    # the hovered point's ring, in the map's pixels (the card is clipped out: it sits beside the point)
+    hovered = map_pixels(page)
+    card = tooltip.first.bounding_box()
+    assert not (card["x"] - g["left"] <= px <= card["x"] - g["left"] + card["width"]
+                and card["y"] - g["top"] <= py <= card["y"] - g["top"] + card["height"])
+    assert dark_pixels_near(hovered, px, py) >= dark_before + 20, (dark_before, dark_pixels_near(hovered, px, py))
+    page.mouse.move(5, 5)  # off the map: the card and the ring go
     page.wait_for_timeout(500)
     assert tooltip.count() == 0
+    deadline = time.monotonic() + 10
+    while dark_pixels_near(map_pixels(page), px, py) > dark_before + 5 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert dark_pixels_near(map_pixels(page), px, py) <= dark_before + 5
     assert page.problems == []
 
 

@@ -74,6 +74,38 @@ def test_filters_groups_and_selection_are_shared(paired_lake):
     assert html.count("lens-kept") == 2  # the second and third panels say how many neighbours they keep
 
 
+def displacement(reference: np.ndarray, moved: np.ndarray) -> float:
+    """Mean distance between the same points of two layouts, in units of `reference`'s RMS radius."""
+    centred = reference - reference.mean(axis=0)
+    return float(np.mean(np.hypot(*(reference - moved).T)) / np.sqrt(np.mean(np.sum(centred**2, axis=1))))
+
+
+def procrustes_expected(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """`moving` fitted onto `reference`, recomputed independently: scipy's orthogonal Procrustes (rotation or
+    reflection) plus the least-squares scale and the shift of the means."""
+    from scipy.linalg import orthogonal_procrustes
+
+    ref_c, mov_c = reference - reference.mean(0), moving - moving.mean(0)
+    rotation, singular_sum = orthogonal_procrustes(mov_c, ref_c)
+    return mov_c @ rotation * (singular_sum / (mov_c ** 2).sum()) + reference.mean(0)
+
+
+def assert_panels_fitted(panels, raw) -> list[tuple[float, float]]:
+    """Each panel after the first shows its stored layout Procrustes-fitted onto the first panel's; returns
+    (displacement shown, displacement stored) from the first layout per later panel."""
+    reference = raw[0].frame[["x", "y"]].to_numpy(np.float64)
+    np.testing.assert_array_equal(panels[0].points.frame[["x", "y"]].to_numpy(np.float64), reference)
+    moves = []
+    for panel, stored in zip(panels[1:], raw[1:]):
+        assert np.array_equal(raw[0].frame["sample_id"].to_numpy(), stored.frame["sample_id"].to_numpy())
+        assert np.array_equal(panel.points.frame["sample_id"].to_numpy(), stored.frame["sample_id"].to_numpy())
+        shown = panel.points.frame[["x", "y"]].to_numpy(np.float64)
+        moving = stored.frame[["x", "y"]].to_numpy(np.float64)
+        np.testing.assert_allclose(shown, procrustes_expected(reference, moving), atol=1e-3 * np.abs(reference).max())
+        moves.append((displacement(reference, shown), displacement(reference, moving)))
+    return moves
+
+
 def test_panels_are_aligned_onto_the_first(paired_lake):
     lake = str(paired_lake["lake"])
     keys = student_keys(lake, paired_lake["student"])
@@ -82,20 +114,18 @@ def test_panels_are_aligned_onto_the_first(paired_lake):
     side.run.value = paired_lake["teacher"]
     side.run.value = paired_lake["student"]
     assert [p.points.key for p in side.linked.panels] == keys
-    shown = side.linked.panels[-1].points.frame[["x", "y"]].to_numpy().astype(np.float64)
-    # recomputed independently: scipy's orthogonal Procrustes (rotation or reflection) plus the least-squares scale
-    from scipy.linalg import orthogonal_procrustes
-
-    reference = raw[0].frame[["x", "y"]].to_numpy(np.float64)
-    moving = raw[-1].frame[["x", "y"]].to_numpy(np.float64)
-    assert np.array_equal(raw[0].frame["sample_id"].to_numpy(), raw[-1].frame["sample_id"].to_numpy())
-    ref_c, mov_c = reference - reference.mean(0), moving - moving.mean(0)
-    rotation, singular_sum = orthogonal_procrustes(mov_c, ref_c)
-    expected = mov_c @ rotation * (singular_sum / (mov_c ** 2).sum()) + reference.mean(0)
-    assert np.allclose(shown, expected, atol=1e-3)
-    assert np.linalg.norm(shown - reference) < np.linalg.norm(moving - reference)
+    assert_panels_fitted(side.linked.panels, raw)  # (one run's layers were aligned at embed time already)
     side.align.value = False
-    assert np.array_equal(side.linked.panels[-1].points.frame["x"].to_numpy(), raw[-1].frame["x"].to_numpy())
+    for panel, stored in zip(side.linked.panels, raw):
+        assert np.array_equal(panel.points.frame[["x", "y"]].to_numpy(), stored.frame[["x", "y"]].to_numpy())
+    # The teacher's layouts were never aligned onto the student's: there the fit must clearly move them closer.
+    teacher = [k for k in catalogue.list_layouts(lake) if k.run_id == paired_lake["teacher"] and k.layer == keys[0].layer]
+    assert len(teacher) == 2  # its last step and step 0
+    linked = LinkedMaps(lake, connect(lake))
+    linked.show([keys[0], *teacher])
+    moves = assert_panels_fitted(linked.panels, [raw[0], *(maps.points_for(lake, k) for k in teacher)])
+    for shown, stored in moves:
+        assert shown < 0.8 * stored
 
 
 # --- in the browser ----------------------------------------------------------------------------------

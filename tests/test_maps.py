@@ -33,12 +33,14 @@ def digits_key(lake) -> LayoutKey:
     return next(k for k in catalogue.list_layouts(lake["root"]) if k.run_id == lake["run_id"])
 
 
+@pytest.mark.lake
 def test_list_layouts_names_every_stored_layout(lake):
     keys = catalogue.list_layouts(lake["root"])
     rows = connect(lake["root"]).sql("SELECT run_id, layer, pooling, step, params_hash FROM layouts").fetchall()
     assert sorted((k.run_id, k.layer, k.pooling, k.step, k.params_hash) for k in keys) == sorted(rows)
 
 
+@pytest.mark.lake
 def test_points_match_the_sql_view(lake):
     key = digits_key(lake)
     points = maps.load_points(lake["root"], key)
@@ -53,6 +55,7 @@ def test_points_match_the_sql_view(lake):
     assert sorted(points.class_names) == list(range(10))
 
 
+@pytest.mark.lake
 def test_filters_by_class_prompt_and_tag(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     keep = points.mask(classes=[3, 5])
@@ -65,6 +68,7 @@ def test_filters_by_class_prompt_and_tag(lake):
     assert prompts.frame["prompt"].astype(str).isin(PROMPTS).all()  # stored and read back unchanged
 
 
+@pytest.mark.lake
 def test_nearest_box_and_lasso(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     xy = points.frame[["x", "y"]].to_numpy()
@@ -84,6 +88,7 @@ def test_nearest_box_and_lasso(lake):
     assert set(triangle) < set(box)
 
 
+@pytest.mark.lake
 def test_raw_neighbours_come_from_the_graph(lake):
     key = digits_key(lake)
     graph = build_graph(lake["root"], key.run_id, key.layer, key.pooling)
@@ -95,6 +100,7 @@ def test_raw_neighbours_come_from_the_graph(lake):
         assert np.allclose(distances, expected_d)
 
 
+@pytest.mark.lake
 def test_map_neighbours_are_nearest_in_2d(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     rows, distances = points.map_neighbours(5, 7)
@@ -104,6 +110,7 @@ def test_map_neighbours_are_nearest_in_2d(lake):
     assert np.allclose(np.sort(d)[:7], distances, atol=1e-5)
 
 
+@pytest.mark.lake
 def test_images_come_only_from_the_lake(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     info = points.describe(3)
@@ -117,6 +124,7 @@ def test_images_come_only_from_the_lake(lake):
         maps.sample_image(lake["root"], "../../etc", 0, 0)
 
 
+@pytest.mark.lake
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_selection_export_round_trips(lake, fmt):
     points = maps.load_points(lake["root"], next(k for k in catalogue.list_layouts(lake["root"]) if k.run_id == "prompts"))
@@ -128,6 +136,7 @@ def test_selection_export_round_trips(lake, fmt):
     assert back["prompt"].tolist() == points.frame["prompt"].astype(str).iloc[rows].tolist()
 
 
+@pytest.mark.lake
 def test_subset_layout_is_saved_beside_the_full_one(lake):
     key = digits_key(lake)
     points = maps.load_points(lake["root"], key)
@@ -142,6 +151,7 @@ def test_subset_layout_is_saved_beside_the_full_one(lake):
         embed_subset(lake["root"], key, [10**9, 10**9 + 1, 10**9 + 2])
 
 
+@pytest.mark.lake
 def test_a_corrupt_samples_shard_is_named_and_its_points_left_out(lake, tmp_path):
     from store.shards import CorruptShardWarning
 
@@ -158,6 +168,7 @@ def test_a_corrupt_samples_shard_is_named_and_its_points_left_out(lake, tmp_path
     assert 0 < len(after) < len(before)
 
 
+@pytest.mark.lake
 def test_extent_covers_every_point(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     x0, x1, y0, y1 = points.extent
@@ -165,6 +176,7 @@ def test_extent_covers_every_point(lake):
     assert (y0, y1) == (points.frame["y"].min(), points.frame["y"].max())
 
 
+@pytest.mark.lake
 def test_aligned_onto_undoes_a_rotation_scale_and_shift(lake):
     points = maps.load_points(lake["root"], digits_key(lake))
     xy = points.frame[["x", "y"]].to_numpy(np.float64)
@@ -179,6 +191,7 @@ def test_aligned_onto_undoes_a_rotation_scale_and_shift(lake):
     assert aligned.extent == pytest.approx(points.extent, abs=1e-3)
 
 
+@pytest.mark.lake
 def test_sample_rows_keep_the_order_asked(lake):
     con = connect(lake["root"])
     rows = maps.sample_rows(con, "prompts", [7, 2, 999_999, 5])
@@ -189,6 +202,7 @@ def test_sample_rows_keep_the_order_asked(lake):
     assert digits["label"].iat[0] == (str(cid) if name == str(cid) else f"{cid}: {name}")
 
 
+@pytest.mark.lake
 def test_trajectories_run_across_steps_or_layers(paired_lake):
     from tests.conftest import DIGITS_LAYERS
 
@@ -218,6 +232,7 @@ def test_labels_read_well():
     assert catalogue.sample_label(None, None, "a photo: of a cat") == "a photo: of a cat"
 
 
+@pytest.mark.lake
 def test_layout_names_default_layout_and_fixed_class_colours(embedded_lake, tmp_path):
     import shutil
     import time
@@ -260,3 +275,132 @@ def test_csv_exports_neutralise_spreadsheet_formulas_and_parquet_keeps_the_text(
     assert list(csv["x"]) == [-1.5] * len(hostile)  # numbers stay numbers
     parquet = pd.read_parquet(maps.export_selection(frame, "parquet"))
     assert list(parquet["prompt"]) == hostile
+
+
+# --- the filter and pick functions on a frame built here (no lake) ----------------------------------------
+
+def frame_points(n: int = 300, seed: int = 0) -> maps.MapPoints:
+    """MapPoints over random points with classes, prompts and tags (sample ids 0, 3, 6, ...)."""
+    rng = np.random.default_rng(seed)
+    class_id = rng.integers(-1, 4, n).astype(np.int32)  # -1: no class
+    prompts = pd.Categorical.from_codes(rng.integers(-1, 3, n), categories=["A Red cat", "a blue DOG", "Red dog"])
+    tags = pd.Categorical.from_codes(rng.integers(0, 2, n), categories=["Night, rain", "day"])
+    frame = pd.DataFrame({"sample_id": np.arange(n, dtype=np.int64) * 3, "x": rng.uniform(-1, 1, n),
+                          "y": rng.uniform(-1, 1, n), "class_id": class_id, "prompt": prompts, "tags": tags})
+    return maps.MapPoints(LayoutKey("r", "l", "mean", 0, "h"), frame, {0: "0", 1: "one", 2: "2", 3: "three"}, None)
+
+
+def test_mask_filters_match_a_loop():
+    points = frame_points()
+    frame = points.frame
+    cases = [([], "", ""), ([1, 3], "", ""), ([], "red", ""), ([], "", "NIGHT"), ([0, 2], "dog", "day"),
+             (None, "a b", ""), ([-1], "", "")]
+    for classes, prompt, tag in cases:
+        expected = [(not classes or c in classes)
+                    and (not prompt or (isinstance(p, str) and prompt.lower() in p.lower()))
+                    and (not tag or tag.lower() in str(g).lower())
+                    for c, p, g in zip(frame["class_id"], frame["prompt"], frame["tags"])]
+        got = points.mask(classes=classes, prompt=prompt, tag=tag)
+        assert got.dtype == bool and got.tolist() == expected, (classes, prompt, tag)
+    assert points.mask().all() and 0 < points.mask(prompt="red").sum() < len(points)
+
+
+def test_nearest_matches_a_loop():
+    points = frame_points()
+    xs, ys = points.frame["x"].to_numpy(), points.frame["y"].to_numpy()
+    rng = np.random.default_rng(1)
+    keep = rng.random(len(points)) < 0.5
+    for x, y, radius in [(0.1, 0.2, 0.05), (-0.5, 0.5, 0.2), (0.9, -0.9, 0.02), (3.0, 3.0, 0.5), (0.0, 0.0, 2.0)]:
+        for mask in (None, keep):
+            inside = [i for i in range(len(xs)) if abs(xs[i] - x) <= radius and abs(ys[i] - y) <= radius
+                      and (mask is None or mask[i])]
+            expected = min(inside, key=lambda i: (xs[i] - x) ** 2 + (ys[i] - y) ** 2) if inside else None
+            assert points.nearest(x, y, radius, keep=mask) == expected
+    edge = frame_points(3)
+    edge.frame["x"], edge.frame["y"] = [0.5, 0.5, 2.0], [0.25, 0.75, 2.0]
+    assert edge.nearest(0.75, 0.5, 0.25) == 0  # a square window, edges included; ties: the first row
+    assert edge.nearest(0.75, 0.5, 0.2) is None and edge.nearest(0.5, 0.25, 0.0) == 0
+    assert edge.nearest(0.5, 0.7, 0.5) == 1 and isinstance(edge.nearest(0.5, 0.7, 0.5), int)
+
+
+def test_box_and_lasso_match_a_loop():
+    points = frame_points(400, seed=2)
+    xs, ys = points.frame["x"].to_numpy(), points.frame["y"].to_numpy()
+    keep = np.arange(400) % 3 != 0
+    box = [i for i in range(400) if -0.2 <= xs[i] <= 0.5 and -0.7 <= ys[i] <= 0.1]
+    assert points.in_box(0.5, 0.1, -0.2, -0.7).tolist() == box  # corners in any order
+    assert points.in_box(-0.2, -0.7, 0.5, 0.1, keep).tolist() == [i for i in box if keep[i]]
+    edge = frame_points(3)
+    edge.frame["x"], edge.frame["y"] = [0.0, 1.0, 2.0], [0.0, 1.0, 2.0]
+    assert edge.in_box(0.0, 0.0, 1.0, 1.0).tolist() == [0, 1]  # edges included
+
+    def inside(px, py, vx, vy) -> bool:  # even-odd rule, one edge at a time
+        result = False
+        for i in range(len(vx)):
+            x0, y0, x1, y1 = vx[i - 1], vy[i - 1], vx[i], vy[i]
+            if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+                result = not result
+        return result
+
+    star_x = [0.8 * np.cos(a) * (1 if k % 2 else 0.4) for k, a in enumerate(np.linspace(0, 2 * np.pi, 10, endpoint=False))]
+    star_y = [0.8 * np.sin(a) * (1 if k % 2 else 0.4) for k, a in enumerate(np.linspace(0, 2 * np.pi, 10, endpoint=False))]
+    for vx, vy in [(star_x, star_y), ([-0.9, 0.9, 0.9, 0.0, -0.9], [-0.9, -0.9, 0.9, 0.0, 0.9])]:  # concave
+        expected = [i for i in range(400) if inside(xs[i], ys[i], vx, vy)]
+        assert 20 < len(expected) < 380
+        assert points.in_polygon(vx, vy).tolist() == expected
+        assert points.in_polygon(vx, vy, keep).tolist() == [i for i in expected if keep[i]]
+        assert points.in_polygon(vx, vy).dtype.kind == "i"
+
+
+def test_rows_of_class_of_label_and_pick_layout():
+    points = frame_points(10)
+    assert points.rows_of([0, 27, 4, 30, -3, 3]).tolist() == [0, 9, -1, -1, -1, 1]
+    assert points.rows_of(np.array([], dtype=np.int64)).tolist() == []
+    empty = maps.MapPoints(points.key, points.frame.iloc[:0], {}, None)
+    assert empty.rows_of([0, 5]).tolist() == [-1, -1]
+    assert points.class_of_label("1: one") == 1 and points.class_of_label("0") == 0
+    assert points.class_of_label("3: something") == 3 and points.class_of_label("9: nine") is None
+    assert points.class_of_label("x: 1") is None and points.class_of_label("one") is None
+    assert points.class_of_label("2") == 2 and points.class_of_label("2:") == 2
+    keys = [LayoutKey("r", "a", "mean", 0, "b2"), LayoutKey("r", "a", "mean", 0, "a1"),
+            LayoutKey("r", "a", "mean", 3, "c3"), LayoutKey("r", "b", "mean", 0, "a0")]
+    assert maps.pick_layout(keys, keys[0], "a", 0) is keys[0]  # the current one, though not first in order
+    assert maps.pick_layout(keys, keys[0], "a", 3) == keys[2]
+    assert maps.pick_layout(keys, keys[2], "a", 0) == keys[1]  # the first in sorted order
+    assert maps.pick_layout(keys, keys[2], "b", 0) == keys[3]
+    with pytest.raises(IndexError):
+        maps.pick_layout(keys, keys[0], "c", 0)
+
+
+def test_lasso_edges_and_vertices_follow_the_half_open_rule():
+    import warnings
+
+    vx, vy = [0.0, 4.0, 4.0, 2.0, 0.0], [0.0, 0.0, 2.0, 1.0, 2.0]  # concave, with a horizontal edge
+    grid = [(x, y) for x in np.arange(0.0, 4.01, 0.5) for y in np.arange(0.0, 2.01, 0.5)]  # on edges and vertices
+    points = frame_points(len(grid))
+    points.frame["x"], points.frame["y"] = [g[0] for g in grid], [g[1] for g in grid]
+
+    def inside(px, py) -> bool:  # a crossing counts when one end is strictly above the point, the other not
+        result = False
+        for i in range(len(vx)):
+            x0, y0, x1, y1 = vx[i - 1], vy[i - 1], vx[i], vy[i]
+            if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+                result = not result
+        return result
+
+    expected = [i for i, (x, y) in enumerate(grid) if inside(x, y)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the horizontal edge divides by zero quietly
+        got = points.in_polygon(vx, vy).tolist()
+    assert got == expected and 5 < len(expected) < len(grid) - 5
+    assert points.in_polygon([int(v) for v in vx], [int(v) for v in vy]).tolist() == expected
+
+
+def test_class_of_label_reads_the_first_field():
+    points = frame_points(5)
+    assert points.class_of_label("3: a: b") == 3 and points.class_of_label("1:x:y") == 1
+
+
+def test_rows_of_a_single_point():
+    one = frame_points(1)
+    assert one.rows_of([0, 3, -1]).tolist() == [0, -1, -1]

@@ -20,6 +20,9 @@ def test_balanced_plan_is_interleaved_so_every_prefix_is_balanced():
     plan = class_plan(10, seed=1, per_class=3)
     assert len(plan) == 30
     assert plan.class_id[:10].tolist() == list(range(10))
+    for k in range(1, 31):  # every prefix: no class more than one sample ahead of another
+        counts = np.bincount(plan.class_id[:k], minlength=10)
+        assert counts.max() - counts.min() <= 1, k
     assert np.bincount(plan.class_id).tolist() == [3] * 10
     assert plan.sample_id.tolist() == list(range(30))
 
@@ -59,6 +62,17 @@ def test_sample_seeds_are_distinct_positive_and_stable():
     assert len(np.unique(seeds)) == 100_000 and seeds.min() >= 0
     assert sample_seeds(123, np.array([5]))[0] == seeds[5]  # a sample's seed does not depend on the plan size
     assert sample_seeds(124, np.array([5]))[0] != seeds[5]
+    for sample_id in (0, 1, 5, 99_999):  # recomputed independently: splitmix64 in Python's integers
+        assert seeds[sample_id] == splitmix64(123, sample_id)
+
+
+def splitmix64(run_seed: int, sample_id: int) -> int:
+    """The documented per-sample seed: splitmix64 of (run seed, sample id) in uint64, keeping 63 bits."""
+    mask = 2**64 - 1
+    z = (run_seed * 0x9E3779B97F4A7C15 + sample_id) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) & (2**63 - 1)
 
 
 def test_seeds_derived_from_the_largest_run_seed_do_not_overflow():

@@ -25,6 +25,14 @@ def test_saved_selections_read_back_and_show_in_sql(lake):
     save_selection(lake, "three", frame)
     back = read_selection(lake, "three")
     assert back["sample_id"].tolist() == frame["sample_id"].tolist() and set(back["selection"]) == {"three"}
+    chosen = points.frame["sample_id"].to_numpy()[[3, 1, 4]].tolist()  # rows 3, 1, 4 of the layout, in that order
+    assert back["sample_id"].tolist() == chosen
+    truth = dict((r[0], r[1:]) for r in connect(lake).sql(
+        f"SELECT sample_id, seed, class_id FROM samples WHERE run_id = '{key.run_id}'").fetchall())
+    assert [(int(a), int(b)) for a, b in zip(back["seed"], back["class_id"])] == [truth[i] for i in chosen]
+    stored_xy = dict((r[0], r[1:]) for r in connect(lake).sql(
+        f"SELECT sample_id, x, y FROM embeddings WHERE params_hash = '{key.params_hash}'").fetchall())
+    np.testing.assert_allclose(back[["x", "y"]].to_numpy(np.float64), [stored_xy[i] for i in chosen], rtol=1e-6)
     save_selection(lake, "three", frame.iloc[:1])  # saving again under a name replaces it
     assert len(read_selection(lake, "three")) == 1 and list_selections(lake) == ["three"]
     rows = connect(lake).sql("SELECT selection, sample_id FROM selections").fetchall()

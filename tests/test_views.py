@@ -4,6 +4,7 @@ complete run of each model, and every query of sql/examples.sql."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -41,11 +42,25 @@ def test_knn_exact_matches_numpy(digits_lake):
 
 def test_vectors_are_fixed_size_and_castable_to_arrays(digits_lake):
     con = connect(digits_lake["lake"])
-    similarity = con.sql("SELECT array_cosine_similarity(vector::FLOAT[64], vector::FLOAT[64]) FROM activations "
-                         "WHERE layer = 'enc.2x2_block0' AND pooling = 'mean' LIMIT 1").fetchall()[0][0]
-    assert abs(similarity - 1) < 1e-5
-    shard = next((digits_lake["lake"] / "activations").rglob("chunk-*.parquet"))
-    assert pq.read_schema(shard).field("vector").type.list_size in (32, 64, 128, 256)
+    layer, pooling = "enc.2x2_block0", "mean"
+    shards = sorted((digits_lake["lake"] / "activations").glob(f"*/{layer}/{pooling}/chunk-*.parquet"))
+    assert shards and all(pq.read_schema(s).field("vector").type.list_size == 64 for s in shards)
+    stored = pa.concat_tables(pq.read_table(s, columns=["sample_id", "step", "vector"]) for s in shards)
+    expected = {(i, t): v for i, t, v in zip(stored.column("sample_id").to_pylist(), stored.column("step").to_pylist(),
+                                             np.stack(stored.column("vector").to_numpy(zero_copy_only=False)))}
+    rows = con.sql(f"SELECT sample_id, step, dim, vector::FLOAT[64] FROM activations "
+                   f"WHERE layer = '{layer}' AND pooling = '{pooling}'").fetchall()
+    assert len(rows) == len(expected) == 300 and {r[2] for r in rows} == {64}
+    for sample_id, step, _, vector in rows:  # the view's values are exactly the shards' float32 values
+        np.testing.assert_array_equal(np.asarray(vector, dtype=np.float32), expected[(sample_id, step)])
+    a, b = expected[(3, 0)].astype(np.float64), expected[(250, 0)].astype(np.float64)
+    cosine = con.sql(f"SELECT array_cosine_similarity(x.vector::FLOAT[64], y.vector::FLOAT[64]) "
+                     f"FROM activations x, activations y WHERE x.layer = '{layer}' AND y.layer = '{layer}' "
+                     f"AND x.pooling = '{pooling}' AND y.pooling = '{pooling}' AND x.sample_id = 3 AND y.sample_id = 250"
+                     ).fetchall()[0][0]
+    expected_cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert abs(expected_cosine) < 0.999  # two different vectors, so the check is not cos(v, v)
+    assert cosine == pytest.approx(expected_cosine, abs=1e-5)
 
 
 def test_empty_lake_has_empty_views_with_columns(tmp_path):
