@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from ingest.capture import CaptureKey
-from store.lake import (ACTIVATIONS_WRITE_OPTIONS, SAMPLES_SCHEMA, Lake, activations_parts, activations_table,
-                        constant_strings, samples_parts)
+from store.lake import (ACTIVATIONS_WRITE_OPTIONS, SAMPLES_SCHEMA, VECTOR_PRECISIONS, Lake, activations_parts,
+                        activations_table, constant_strings, round_mantissa, samples_parts)
 from ingest.plan import SamplePlan
 
 WORKER_NICENESS = 19  # the lowest priority: storage fills the gaps the generator leaves (docs/BENCHMARKS.md)
@@ -34,25 +34,6 @@ THUMBNAIL_SIDE = 64
 PNG_COMPRESS_LEVEL = 6
 # PNGs are compressed already: zstd on top would only cost time.
 SAMPLES_COMPRESSION = {name: "zstd" for name in SAMPLES_SCHEMA.names} | {"image_png": "none", "thumbnail": "none"}
-VECTOR_PRECISIONS = {"full": 23, "half": 10}  # mantissa bits kept in the stored float32 vectors
-
-
-def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
-    """Round float32 values to `bits` mantissa bits (10 = float16 precision, float32 range).
-
-    The result is still float32 (DuckDB reads it as FLOAT), but its low bytes are zero, so Parquet's
-    dictionary and zstd encodings store it in about half the space.
-    """
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if bits >= 23:
-        return values
-    drop = 23 - bits
-    raw = values.view(np.uint32)
-    rounded = (raw + np.uint32(1 << (drop - 1))) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
-    finite = np.isfinite(values)
-    return np.where(finite, rounded.view(np.float32), values)
-
-
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 

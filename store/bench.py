@@ -51,8 +51,8 @@ def peak_rss_gb() -> float:
 
 def write_lake(data: np.ndarray, root: Path) -> None:
     """The vectors as one run's activation shards in the default vector format (committed chunks of 65,536)."""
-    from ingest.writer import VECTOR_PRECISIONS, round_mantissa
-    from store.lake import ACTIVATIONS_WRITE_OPTIONS, Lake, activations_parts, activations_table, samples_parts
+    from store.lake import (ACTIVATIONS_WRITE_OPTIONS, VECTOR_PRECISIONS, Lake, activations_parts, activations_table,
+                            round_mantissa, samples_parts)
 
     lake = Lake(root)
     for chunk, start in enumerate(range(0, len(data), 65536)):

@@ -96,6 +96,25 @@ VECTOR_FORMATS = {
     "full": "float32, byte-stream-split, zstd level 1",
 }
 UNRECORDED_VECTOR_FORMAT = "format 1 (nullable float32 lists, dictionary + zstd)"
+VECTOR_PRECISIONS = {"full": 23, "half": 10}  # mantissa bits kept in the stored float32 vectors (VECTOR_FORMATS)
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """Round float32 values to `bits` mantissa bits (10 = float16 precision, float32 range).
+
+    The result is still float32 (DuckDB reads it as FLOAT), but its low bytes are zero, so Parquet's
+    byte-stream-split + zstd encoding stores it in about half the space.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if bits >= 23:
+        return values
+    drop = 23 - bits
+    raw = values.view(np.uint32)
+    rounded = (raw + np.uint32(1 << (drop - 1))) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    finite = np.isfinite(values)
+    return np.where(finite, rounded.view(np.float32), values)
+
+
 # Required (non-null) lists and values spare Parquet's definition levels, and byte-stream-split puts the
 # zero low bytes of rounded values side by side, where zstd removes them: reads are about 1.5x faster than
 # format 1 and files a little smaller (docs/BENCHMARKS.md, vector formats).

@@ -23,9 +23,10 @@ def test_overhead_split_is_consistent(quick_results):
     split = quick_results["overhead"]
     bare, capture, ingest = split["bare_s"], split["capture_s"], split["ingest_s"]
     assert 0 < bare and 0 < capture and 0 < ingest
-    assert split["capture_over_bare"] == pytest.approx(capture / bare, abs=2e-3)
-    assert split["storage_over_capture"] == pytest.approx(ingest / capture, abs=2e-3)
-    assert split["ingest_over_bare"] == pytest.approx(ingest / bare, abs=2e-3)
+    # the seconds are reported rounded to 1 ms, the ratios computed before rounding
+    assert split["capture_over_bare"] == pytest.approx(capture / bare, rel=0.03)
+    assert split["storage_over_capture"] == pytest.approx(ingest / capture, rel=0.03)
+    assert split["ingest_over_bare"] == pytest.approx(ingest / bare, rel=0.03)
     # The floor: (capture's CPU time + storage's CPU time) / (cores x capture's wall time), at least 1.
     capture_cpu = split["capture_cpu_per_wall"] * capture
     floor = max(1.0, (capture_cpu + split["storage_cpu_s"]) / ((os.cpu_count() or 1) * capture))
