@@ -142,12 +142,8 @@ class GeneratePanel:
             seed, label = generated_seed_and_label(state.con, record.run_id, int(record.sample_id))
             found = [(int(s), d) for s, d in zip(record.neighbour_ids, record.distances)
                      if state.points.rows_of([int(s)])[0] >= 0]
-            header = html_pane(
-                f"<div class='lens-generated-sample' data-run='{esc(record.run_id)}' data-seed='{seed}' "
-                f"data-sample='{int(record.sample_id)}'><img src='{esc(image_url(record.run_id, 0, int(record.sample_id)))}'>"
-                f"<div><b>{esc(label)}</b>, seed {seed}: lands at ({record.x:.3g}, {record.y:.3g}) on "
-                f"{esc(key.layer)} · step {key.step}; its {len(found)} nearest samples:</div></div>",
-                sizing_mode="stretch_width")
+            header = html_pane(generated_html(record.run_id, int(record.sample_id), seed, label, (record.x, record.y),
+                                              key, len(found)), sizing_mode="stretch_width")
             strip = Thumbs(on_action=lambda run, sample, action: self.on_select(sample),
                            css_classes=["lens-generated-neighbours"], sizing_mode="stretch_width",
                            items=[card(key.run_id, state.chunk_of(s), s, state.label_of(s), f"{d:.3g}") for s, d in found])
@@ -202,6 +198,15 @@ def regenerated_html(sample: int, result) -> str:
     equal up to batch-size rounding, or different, with the numbers), verdict in `data-verdict`."""
     return (f"<div class='lens-regenerated' data-sample='{int(sample)}' data-verdict='{esc(result.verdict)}'>"
             f"sample {int(sample)} (seed {int(result.seed)}): {esc(result.summary())}</div>")
+
+
+def generated_html(run_id: str, sample_id: int, seed: int, label: str, xy: tuple[float, float], key, nearest: int) -> str:
+    """The header of one generated sample: its image, label (a class name or the user's prompt), seed, where it
+    lands on the map's layer and step, and how many nearest samples follow."""
+    return (f"<div class='lens-generated-sample' data-run='{esc(run_id)}' data-seed='{int(seed)}' "
+            f"data-sample='{int(sample_id)}'><img src='{esc(image_url(run_id, 0, int(sample_id)))}'>"
+            f"<div><b>{esc(label)}</b>, seed {int(seed)}: lands at ({xy[0]:.3g}, {xy[1]:.3g}) on "
+            f"{esc(key.layer)} · step {int(key.step)}; its {int(nearest)} nearest samples:</div></div>")
 
 
 def generated_seed_and_label(con, run_id: str, sample_id: int) -> tuple[int, str]:

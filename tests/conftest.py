@@ -7,9 +7,11 @@ their absence fails instead.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,14 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 # Tests never touch the network, and never see a user's hub cache: an empty one, offline.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="dmd2-lens-test-hub-")
+
+
+def _remove_test_hub(path: str = os.environ["HF_HUB_CACHE"], owner: int = os.getpid()) -> None:
+    if os.getpid() == owner:  # not in a forked child (mutmut forks the test process): the parent still uses it
+        shutil.rmtree(path, ignore_errors=True)
+
+
+atexit.register(_remove_test_hub)
 
 
 def _flag(name: str) -> bool:

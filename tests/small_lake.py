@@ -72,3 +72,23 @@ def write_layout(lake: Lake, run_id: str, layer: str, xy: np.ndarray, sample_ids
         "knn_overlap": np.ones(n, np.float32),
     }, schema=EMBEDDINGS_SCHEMA), *key.parts())
     return key
+
+
+def plant_temporary(folder: Path, alive: bool = False) -> Path:
+    """A hidden temporary shard as `Lake.write_parquet` names it, left by a writer that was killed (a process
+    that has exited) or, with `alive`, by one still writing (this process)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    if alive:
+        pid = os.getpid()
+    else:
+        ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        pid = int(ended.stdout)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".chunk-000000.parquet.{socket.gethostname()}~{pid}-{uuid.uuid4().hex}.tmp"
+    path.write_bytes(b"half a shard")
+    return path

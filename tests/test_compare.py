@@ -126,6 +126,15 @@ def test_unpaired_or_empty_runs_are_refused(pair):
         compare_runs(root, "nobody", "none")
 
 
+def test_a_killed_compares_temporary_file_is_removed(pair):
+    from tests.small_lake import plant_temporary
+
+    killed = plant_temporary(pair["root"] / "comparisons" / "run-a")
+    writing = plant_temporary(pair["root"] / "comparisons", alive=True)
+    compare_runs(pair["root"], "run-a", "run-b", k=3, layers=["near"])
+    assert not killed.exists() and writing.exists()
+
+
 def test_stored_comparisons_partners_and_capture_order(pair):
     from store.compare import comparison_table, partners, stored_comparisons
 

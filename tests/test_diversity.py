@@ -107,6 +107,15 @@ def test_large_groups_are_measured_on_a_seeded_sample(small, monkeypatch):
     assert other["0: zero"]["vendi_score"] != table["0: zero"]["vendi_score"]  # another sample
 
 
+def test_a_killed_runs_temporary_file_is_removed(small):
+    from tests.small_lake import plant_temporary
+
+    killed = plant_temporary(small["root"] / "diversity" / "run" / "l")
+    others = plant_temporary(small["root"] / "diversity" / "another-run")  # not this run's: left for its own run
+    diversity(small["root"], "run", "l", k=3)
+    assert not killed.exists() and others.exists()
+
+
 def test_a_class_of_one_sample(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(9, 4)).astype(np.float32)

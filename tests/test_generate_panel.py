@@ -8,9 +8,10 @@ import time
 import pytest
 
 from dashboards.browser import MARKER_ROLES_JS, PLOT_JS
-from dashboards.generate_panel import regenerated_html
+from dashboards.generate_panel import generated_html, regenerated_html
 from ingest.interactive import PixelDifference, Reproduction
 from store import catalogue, connect
+from store.lake import LayoutKey
 from store.placement import place_run
 from tests.conftest import images_loaded
 
@@ -76,6 +77,18 @@ def test_the_regenerate_result_is_the_summary_line_escaped():
     hostile = regenerated_html(5, Reproduction("r", 5, 42, PixelDifference(9, 40, 64), 6, 0.0, 0.0, 50, 1, device,
                                                 "cpu", b""))
     assert "<script>" not in hostile and "on &lt;script&gt;alert(1)&lt;/script&gt; at ingest" in hostile
+
+
+def test_a_generated_sample_shows_a_hostile_prompt_as_text():
+    """The Generate card repeats what the user typed (a prompt) and what a lake holds (run id, layer name)."""
+    prompt = "<img src=x onerror=alert(1)> & 'quotes'"
+    key = LayoutKey("run", "dec.<b>8x8</b>", "mean", 1, "abc")
+    html = generated_html("gen-'><script>x</script>", 7, 42, prompt, (0.1234, -5.0), key, 3)
+    assert "<img src=x" not in html and "<script>" not in html and "<b>8x8" not in html
+    assert "<b>&lt;img src=x onerror=alert(1)&gt; &amp; &#x27;quotes&#x27;</b>, seed 42: lands at (0.123, -5) on " \
+           "dec.&lt;b&gt;8x8&lt;/b&gt; · step 1; its 3 nearest samples:" in html
+    assert "data-run='gen-&#x27;&gt;&lt;script&gt;x&lt;/script&gt;' data-seed='42' data-sample='7'" in html
+    assert "src='/image/gen-&#x27;&gt;&lt;script&gt;x&lt;/script&gt;/0/7/thumb'" in html
 
 
 def test_generate_and_regenerate_wait_for_the_sessions_running_job(embedded_lake):

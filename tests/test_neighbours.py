@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from store.lake import Lake
+from store.lake import Lake, indexes_schema
 from store import connect
-from store.neighbours import approximate_knn, build_graph, exact_knn, neighbours_of_vector, normalise
+from store.neighbours import approximate_knn, build_graph, exact_knn, graph_path, neighbours_of_vector, normalise
 
 
 def brute_force(unit: np.ndarray, k: int) -> np.ndarray:
@@ -123,6 +124,36 @@ def test_build_graph_beyond_the_exact_limit_is_approximate_but_exact_in_its_dist
     stored = build_graph(str(tmp_path), "big", "l", k=8, seed=3)  # read back from the lake
     assert np.array_equal(stored.neighbours, graph.neighbours) and np.array_equal(stored.distances, graph.distances)
     assert stored.sample_ids.tolist() == list(range(900)) and stored.step == 0
+    # The file holds the graph's contract: fixed-size lists of int64 ids and float32 distances.
+    lake = Lake(str(tmp_path))
+    path = lake.path(*graph_path(lake, "big", "l", "mean", 0, graph.inputs_hash))
+    assert pq.read_schema(path).remove_metadata() == indexes_schema(8)
+
+
+def test_nndescent_settings_by_size():
+    from store.neighbours import NND_SETTINGS, nndescent_settings
+
+    limit = NND_SETTINGS[0][0]
+    assert nndescent_settings(1) == nndescent_settings(limit) == (0, 20)
+    assert nndescent_settings(limit + 1) == nndescent_settings(10**9) == (10, 80)
+
+
+def test_approximate_knn_above_the_size_threshold_uses_the_larger_setting(monkeypatch):
+    """Above the first setting's limit, NN-descent keeps k + 10 candidates and tries 80 per iteration."""
+    import pynndescent
+
+    import store.neighbours
+
+    monkeypatch.setattr(store.neighbours, "NND_SETTINGS", ((1000, 0, 20), (None, 10, 80)))
+    seen = []
+    real = pynndescent.NNDescent
+    monkeypatch.setattr(pynndescent, "NNDescent", lambda data, **kw: seen.append(kw) or real(data, **kw))
+    small = normalise(hard_clusters(1000, 24, seed=5))
+    big = normalise(hard_clusters(1500, 24, seed=5))
+    approximate_knn(small, 10, seed=0)
+    rows, distances = approximate_knn(big, 10, seed=0)
+    assert [(kw["n_neighbors"], kw["max_candidates"]) for kw in seen] == [(11, 20), (21, 80)]
+    assert check_neighbours(big, rows, distances, 10) >= 0.95
 
 
 def test_graph_lookup_and_inputs(tmp_path):
@@ -150,6 +181,49 @@ def test_graph_lookup_and_inputs(tmp_path):
     part = build_graph(str(tmp_path), "run", "l", k=5, chunks=frozenset({0, 2}))
     assert part.sample_ids.tolist() == list(range(16)) + list(range(32, 40))
     assert part.inputs_hash != graph.inputs_hash
+
+
+def test_a_stored_graph_is_read_back_not_rebuilt(tmp_path, monkeypatch):
+    import store.neighbours
+    from tests.small_lake import write_vectors_run
+
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(40, 6)).astype(np.float32)
+    write_vectors_run(tmp_path, "run", {"l": data}, np.zeros(40, np.int32), chunk_size=16)
+    monkeypatch.setattr(store.neighbours, "EXACT_LIMIT", 40)  # exactly at the limit: still exact
+    monkeypatch.setattr(store.neighbours, "approximate_knn", lambda *a, **kw: pytest.fail("approximate at the limit"))
+    built = build_graph(str(tmp_path), "run", "l", k=5)
+    assert check_neighbours(normalise(data), built.neighbours, built.distances, 5) == 1.0
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the stored graph was rebuilt")
+
+    monkeypatch.setattr(store.neighbours, "load_matrix", no_rebuild)
+    monkeypatch.setattr(store.neighbours, "exact_knn", no_rebuild)
+    again = build_graph(Lake(str(tmp_path)), "run", "l", k=5)  # a Lake works as well as its path
+    assert again.inputs_hash == built.inputs_hash and again.step == built.step == 0
+    assert np.array_equal(again.sample_ids, built.sample_ids) and np.array_equal(again.neighbours, built.neighbours)
+    assert np.array_equal(again.distances, built.distances)
+
+
+def test_inputs_hash_follows_committed_shards_only(tmp_path):
+    from store.neighbours import inputs_hash
+    from store.lake import activations_parts, activations_table
+    from tests.small_lake import write_vectors_run
+
+    rng = np.random.default_rng(9)
+    lake = write_vectors_run(tmp_path, "run", {"l": rng.normal(size=(40, 6)).astype(np.float32)},
+                             np.zeros(40, np.int32), chunk_size=16)
+    before = inputs_hash(lake, "run", "l", "mean", 0, {"k": 5})
+    assert before == inputs_hash(lake, "run", "l", "mean", 0, {"k": 5}) != inputs_hash(lake, "run", "l", "mean", 0, {"k": 6})
+    # an activations shard whose samples shard is not written yet (a chunk in progress) changes nothing
+    pending = activations_table("run", "l", "mean", np.arange(48, 50), np.zeros(1), rng.normal(size=(2, 1, 6)).astype(np.float32), "full")
+    lake.write_parquet(pending, *activations_parts("run", "l", "mean", 3))
+    assert inputs_hash(lake, "run", "l", "mean", 0, {"k": 5}) == before
+    # a committed shard rewritten with other vectors (another size) does
+    bigger = activations_table("run", "l", "mean", np.arange(16), np.zeros(1), rng.normal(size=(16, 1, 6)).astype(np.float32), "half")
+    lake.write_parquet(bigger, *activations_parts("run", "l", "mean", 0), compression="none")
+    assert inputs_hash(lake, "run", "l", "mean", 0, {"k": 5}) != before
 
 
 def test_neighbours_of_a_vector_and_captured_steps(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.render import (BACKGROUND_GREY, PALETTE_RGBA, category_colour, colour_bar, esc, home_range,
-                               marker_key, shade)
+from dashboards.render import (BACKGROUND_GREY, PALETTE_RGBA, category_colour, choice_options, colour_bar, esc,
+                               home_range, marker_key, shade)
 
 
 def frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -56,6 +56,8 @@ def test_escaping_and_legends():
     key = marker_key(["selected", "neighbour"])
     assert key.count("lens-ring-key") == 2 and "neighbour" in key
     assert home_range((0, 10, 0, 0)) == ((-0.3, 10.3), (-0.03, 0.03))
+    options = choice_options({"<img src=x onerror=alert(1)>": 3, "7: seven & 'eight'": 7})
+    assert options == {"&lt;img src=x onerror=alert(1)&gt;": 3, "7: seven &amp; &#x27;eight&#x27;": 7}
 
 
 def rgb(hex_colour: str) -> tuple[int, int, int]:
