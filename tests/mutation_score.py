@@ -2,13 +2,14 @@
 
 Reads `mutmut results --all true` (one `name: status` line per mutant), groups the mutants by module and
 prints, per module, how many were killed (a timeout counts as killed), survived or reached no test, and the
-score: killed / (all mutants - the equivalent ones listed in `EQUIVALENT`). Of `store/maps.py` only the
+score: killed / (all mutants - the equivalent ones, which docs/QUALITY.md names with the reason). Of `store/maps.py` only the
 filter and pick functions are scored. Exits 1 when a module scores under `TARGET`.
 """
 
 from __future__ import annotations
 
 import collections
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,23 @@ MODULES = ["store.metrics", "store.neighbours", "store.layouts", "store.compare"
            "store.placement", "store.maps", "dashboards.render"]
 MAPS_FUNCTIONS = {"mask", "nearest", "in_box", "in_polygon", "rows_of", "class_of_label", "pick_layout"}
 KILLED = {"killed", "timeout"}
-# Mutants that cannot change behaviour (their names, as `mutmut results` prints them; why: docs/QUALITY.md).
-EQUIVALENT: set[str] = set()
+QUALITY = Path(__file__).resolve().parents[1] / "docs" / "QUALITY.md"
+SURVIVOR = re.compile(r"^- `(?P<name>[^`]+__mutmut_\d+)` .*: \*\*equivalent\*\*")
+
+
+def equivalent_mutants(text: str) -> set[str]:
+    """Mutants that cannot change behaviour, as docs/QUALITY.md names them (each with its reason): a bullet
+    "- `x_f__mutmut_3` (...): ... **equivalent**: why" under its module's heading "### `store.metrics`"."""
+    names, module = set(), None
+    for line in text.splitlines():
+        if line.startswith("### `"):
+            module = line.strip("# `")
+        elif (found := SURVIVOR.match(line)) and module:
+            names.add(f"{module}.{found['name']}")
+    return names
+
+
+EQUIVALENT = equivalent_mutants(QUALITY.read_text()) if QUALITY.exists() else set()
 
 
 def function_of(mutant: str) -> str:

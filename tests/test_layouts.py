@@ -111,6 +111,33 @@ def test_interpolation_matches_a_loop():
     np.testing.assert_allclose(placed[3], xy[8], atol=1e-3)
 
 
+def test_interpolation_beyond_the_exact_limit_searches_with_nndescent(monkeypatch):
+    """Above EXACT_PLACEMENT_LIMIT fitted x placed pairs, the neighbours come from pynndescent (with the given
+    seed and at least 30 candidates); on clustered data most of them are the exact ones, so most positions
+    equal the plain loop's."""
+    import pynndescent
+
+    import store.layouts
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(12, 8)) * 5
+    fitted = centres[rng.integers(0, 12, 400)] + rng.normal(size=(400, 8))
+    rest = centres[rng.integers(0, 12, 50)] + rng.normal(size=(50, 8))
+    xy = rng.uniform(-10, 10, size=(400, 2))
+    monkeypatch.setattr(store.layouts, "EXACT_PLACEMENT_LIMIT", 400 * 50 - 1)
+    seen = []
+    real = pynndescent.NNDescent
+    monkeypatch.setattr(pynndescent, "NNDescent", lambda data, **kw: seen.append((len(data), kw)) or real(data, **kw))
+    placed = interpolate(fitted.astype(np.float32), xy.astype(np.float32), rest.astype(np.float32), k=6, seed=3)
+    assert [(n, kw["metric"], kw["n_neighbors"], kw["random_state"]) for n, kw in seen] == [(400, "cosine", 30, 3)]
+    rows, distances = loop_knn(fitted, rest, 6)
+    same = np.isclose(placed, loop_weighted(xy, rows, distances), rtol=1e-3, atol=1e-3).all(axis=1)
+    assert placed.shape == (50, 2) and same.mean() >= 0.9
+    monkeypatch.setattr(store.layouts, "EXACT_PLACEMENT_LIMIT", 400 * 50)  # at the limit: exact, no index
+    interpolate(fitted.astype(np.float32), xy.astype(np.float32), rest.astype(np.float32), k=6)
+    assert len(seen) == 1
+
+
 def test_weighted_position_matches_a_loop():
     rng = np.random.default_rng(6)
     xy = rng.normal(size=(30, 2))

@@ -130,6 +130,13 @@ def test_build_graph_beyond_the_exact_limit_is_approximate_but_exact_in_its_dist
     assert pq.read_schema(path).remove_metadata() == indexes_schema(8)
 
 
+def test_approximate_knn_rerank_in_several_blocks():
+    """Wide vectors: the exact re-rank gathers candidates in blocks of ~128 MB, here two blocks of 1,500 rows."""
+    unit = normalise(hard_clusters(1500, 4096, seed=6))
+    rows, distances = approximate_knn(unit, 10, seed=0)
+    assert check_neighbours(unit, rows, distances, 10) >= 0.9
+
+
 def test_nndescent_settings_by_size():
     from store.neighbours import NND_SETTINGS, nndescent_settings
 

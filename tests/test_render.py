@@ -43,6 +43,18 @@ def test_highlight_over_grey_and_flat_density_is_visible():
     assert len(drawn) and (drawn.astype(int).sum(1) < 3 * 240).all()  # one point per pixel is not drawn white
 
 
+def test_highlighted_rasters_run_top_to_bottom_with_the_numeric_span():
+    """With a highlight, the image is still top row first, and numeric colours use the span given."""
+    points = pd.DataFrame({"x": [0.1, 0.9], "y": [0.95, 0.05], "knn_overlap": [0.5, 0.5], "label_code": [0, 0]})
+    low = shade(points, "knn_overlap", (0, 1), (0, 1), np.array([0]), span=(0.0, 1.0), width=40, height=40,
+                highlight=points.iloc[:1])
+    high = shade(points, "knn_overlap", (0, 1), (0, 1), np.array([0]), span=(0.5, 2.0), width=40, height=40,
+                 highlight=points.iloc[:1])
+    top_left, bottom_right = low[:8, :8], low[-8:, -8:]  # the highlighted point is at the top left
+    assert (top_left[..., 3] == 255).any() and tuple(bottom_right[bottom_right[..., 3] > 0][0][:3]) == rgb(BACKGROUND_GREY)
+    assert not np.array_equal(low[:8, :8], high[:8, :8])  # 0.5 is mid-range in (0, 1), the low end of (0.5, 2)
+
+
 def test_raster_rows_run_top_to_bottom():
     top = pd.DataFrame({"x": [0.5], "y": [0.95], "label": pd.Categorical(["a"]), "label_code": [0]})
     image = shade(top, "label", (0, 1), (0, 1), np.array([0]), width=10, height=10)
