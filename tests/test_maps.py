@@ -323,6 +323,16 @@ def test_nearest_matches_a_loop():
     assert edge.nearest(0.5, 0.7, 0.5) == 1 and isinstance(edge.nearest(0.5, 0.7, 0.5), int)
 
 
+def inside_polygon(px: float, py: float, vx: list, vy: list) -> bool:
+    """Even-odd rule, one edge at a time: a crossing counts when one end is strictly above the point, the other not."""
+    result = False
+    for i in range(len(vx)):
+        x0, y0, x1, y1 = vx[i - 1], vy[i - 1], vx[i], vy[i]
+        if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+            result = not result
+    return result
+
+
 def test_box_and_lasso_match_a_loop():
     points = frame_points(400, seed=2)
     xs, ys = points.frame["x"].to_numpy(), points.frame["y"].to_numpy()
@@ -334,18 +344,10 @@ def test_box_and_lasso_match_a_loop():
     edge.frame["x"], edge.frame["y"] = [0.0, 1.0, 2.0], [0.0, 1.0, 2.0]
     assert edge.in_box(0.0, 0.0, 1.0, 1.0).tolist() == [0, 1]  # edges included
 
-    def inside(px, py, vx, vy) -> bool:  # even-odd rule, one edge at a time
-        result = False
-        for i in range(len(vx)):
-            x0, y0, x1, y1 = vx[i - 1], vy[i - 1], vx[i], vy[i]
-            if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
-                result = not result
-        return result
-
     star_x = [0.8 * np.cos(a) * (1 if k % 2 else 0.4) for k, a in enumerate(np.linspace(0, 2 * np.pi, 10, endpoint=False))]
     star_y = [0.8 * np.sin(a) * (1 if k % 2 else 0.4) for k, a in enumerate(np.linspace(0, 2 * np.pi, 10, endpoint=False))]
     for vx, vy in [(star_x, star_y), ([-0.9, 0.9, 0.9, 0.0, -0.9], [-0.9, -0.9, 0.9, 0.0, 0.9])]:  # concave
-        expected = [i for i in range(400) if inside(xs[i], ys[i], vx, vy)]
+        expected = [i for i in range(400) if inside_polygon(xs[i], ys[i], vx, vy)]
         assert 20 < len(expected) < 380
         assert points.in_polygon(vx, vy).tolist() == expected
         assert points.in_polygon(vx, vy, keep).tolist() == [i for i in expected if keep[i]]
@@ -380,15 +382,7 @@ def test_lasso_edges_and_vertices_follow_the_half_open_rule():
     points = frame_points(len(grid))
     points.frame["x"], points.frame["y"] = [g[0] for g in grid], [g[1] for g in grid]
 
-    def inside(px, py) -> bool:  # a crossing counts when one end is strictly above the point, the other not
-        result = False
-        for i in range(len(vx)):
-            x0, y0, x1, y1 = vx[i - 1], vy[i - 1], vx[i], vy[i]
-            if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
-                result = not result
-        return result
-
-    expected = [i for i, (x, y) in enumerate(grid) if inside(x, y)]
+    expected = [i for i, (x, y) in enumerate(grid) if inside_polygon(x, y, vx, vy)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the horizontal edge divides by zero quietly
         got = points.in_polygon(vx, vy).tolist()
