@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_warm_cache(args: argparse.Namespace) -> int:
-    from store.numba_cache import warm
+    from store.embed import warm_kernels
 
-    seconds = warm()
+    seconds = warm_kernels()
     print(f"numba kernels cached in {os.environ.get('NUMBA_CACHE_DIR')} ({seconds:.1f} s)")
     return 0
 

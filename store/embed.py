@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from store.catalogue import stored_layers
 from store.lake import EMBEDDINGS_SCHEMA, Lake, LayoutKey, check_run_id, chunk_of
 from store.layouts import LayoutParams, layout, mean_displacement, neighbour_overlap, procrustes_align, umap_backend
-from store.neighbours import build_graph
+from store.neighbours import GRAPH_K, build_graph, exact_knn, normalise
 
 AUDIT_K = 15
 
@@ -174,7 +175,7 @@ def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutP
     import hashlib
 
     from store.catalogue import layout_params
-    from store.neighbours import EXACT_LIMIT, approximate_knn, exact_knn, normalise
+    from store.neighbours import EXACT_LIMIT, approximate_knn
     from store.vectors import load_matrix
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
@@ -198,3 +199,16 @@ def embed_subset(lake: Lake | str, base, sample_ids: np.ndarray, params: LayoutP
     write_embedding(lake, key.parts(), base.run_id, base.layer, base.pooling, base.step, digest, params,
                     extra | {"description": description[:200]}, wanted, xy, overlap)
     return key
+
+
+def warm_kernels() -> float:
+    """Run what `make embed` runs on a small layer (exact neighbours, an aligned UMAP layout, the neighbour
+    audit) on random vectors, so its numba kernels are compiled into the cache (`python -m store
+    warm-cache`, run by `make setup`); returns the seconds it took."""
+    started = time.perf_counter()
+    vectors = np.random.default_rng(0).normal(size=(GRAPH_K + 30, 16)).astype(np.float32)
+    rows, distances = exact_knn(normalise(vectors), GRAPH_K)
+    first = layout(vectors, LayoutParams(), knn=(rows, distances))
+    aligned = layout(vectors, LayoutParams(), knn=(rows, distances), init=first)
+    neighbour_overlap(rows, aligned, AUDIT_K)
+    return time.perf_counter() - started

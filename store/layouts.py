@@ -15,6 +15,8 @@ import json
 
 import numpy as np
 
+from store.numba_cache import cache_library_kernels
+
 
 @dataclasses.dataclass(frozen=True)
 class LayoutParams:
@@ -77,6 +79,7 @@ def umap_fit(data: np.ndarray, params: LayoutParams, knn: tuple[np.ndarray, np.n
         return cuml_fit(data, params, n_neighbors, init)
     import umap
 
+    cache_library_kernels()
     kwargs = {}
     if knn is not None and knn[0].shape[1] >= n_neighbors - 1:
         rows = np.arange(len(data))[:, None]
@@ -108,6 +111,7 @@ def interpolate(fitted_data: np.ndarray, fitted_xy: np.ndarray, rest: np.ndarray
     else:
         from pynndescent import NNDescent
 
+        cache_library_kernels()
         index = NNDescent(fitted_unit, metric="cosine", n_neighbors=max(2 * k, 30), random_state=seed, verbose=False)
         rows, distances = index.query(rest_unit, k=k)
     return weighted_position(fitted_xy, rows, distances)

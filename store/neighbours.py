@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.lake import Lake, chunk_name, graph_parts, indexes_schema
+from store.numba_cache import cache_library_kernels
 from store.vectors import MissingLayerError, load_matrix, shard_paths
 
 GRAPH_K = 50
@@ -101,6 +102,7 @@ def approximate_knn(unit: np.ndarray, k: int, seed: int, candidates: int | None 
     """
     from pynndescent import NNDescent
 
+    cache_library_kernels()
     extra, tried = nndescent_settings(len(unit))
     candidates = min(candidates or k + extra, len(unit) - 1)
     index = NNDescent(unit, metric="cosine", n_neighbors=candidates + 1, random_state=seed, low_memory=True,

@@ -10,6 +10,13 @@ import sys
 from tests.conftest import REPO
 
 PROBE = "import store, numba.core.config as c; print(c.CACHE_DIR)"
+LAYOUT_AND_COUNT_CACHE_USE = """
+import numpy as np, umap.umap_
+from store.layouts import LayoutParams, layout
+layout(np.random.default_rng(1).normal(size=(80, 8)).astype(np.float32), LayoutParams(pca=None))
+stats = umap.umap_.smooth_knn_dist.stats
+print("hits", sum(stats.cache_hits.values()), "misses", sum(stats.cache_misses.values()))
+"""
 
 
 def python(code_or_args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -31,5 +38,11 @@ def test_warm_cache_fills_the_folder(tmp_path):
     result = python(["-m", "store", "warm-cache"], env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"numba kernels cached in {tmp_path / 'cache'}")
-    cached = list((tmp_path / "cache").rglob("*.nbi"))
+    cached = {path.name.split("-")[0] for path in (tmp_path / "cache").rglob("*.nbi")}
     assert len(cached) > 10  # index files of compiled UMAP / pynndescent functions
+    # UMAP compiles these without numba's cache: cached only because store turns the cache on for them
+    assert {"umap_.smooth_knn_dist", "layouts._optimize_layout_euclidean_single_epoch"} <= cached
+    # a new process laying out a small run loads them instead of compiling
+    used = python(["-c", LAYOUT_AND_COUNT_CACHE_USE], env)
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == ["hits", "1", "misses", "0"]
