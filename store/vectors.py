@@ -47,12 +47,13 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
         raise MissingLayerError(f"no vectors for run {run_id}, layer {layer}, pooling {pooling}; "
                                 "see the `captured` view for what exists")
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        # One shard per thread: shards may differ in vector format (store.lake.VECTOR_FORMATS), which a
-        # single dataset scan would have to reconcile.
-        tables = list(pool.map(lambda path: pq.read_table(path, columns=COLUMNS, filesystem=lake.fs,
-                                                          use_threads=False), paths))
-        dim = vector_width(tables, layer)
-        steps = [t.column("step").to_numpy() for t in tables]
+        # First the small columns of every shard (which rows belong to `step`), then each shard's vectors
+        # read and copied into the matrix by one thread and dropped at once: the decoded shards are never
+        # all in memory together. One shard per thread: shards may differ in vector format
+        # (store.lake.VECTOR_FORMATS), which a single dataset scan would have to reconcile.
+        heads = list(pool.map(lambda path: read_shard(lake, path, ["sample_id", "step"]), paths))
+        dim = vector_width([pq.read_schema(path, filesystem=lake.fs) for path in paths], layer)
+        steps = [head.column("step").to_numpy() for head in heads]
         if step is None:
             step = int(max(s.max(initial=0) for s in steps))
         keeps = [s == step for s in steps]
@@ -62,19 +63,23 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
         matrix = np.empty((sum(counts), dim), dtype=np.float32)
         ids = np.empty(sum(counts), dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        # Straight from Arrow's buffers into the matrix, keeping only the rows of `step`; numpy's copies
-        # release the GIL, so the threads copy in parallel.
-        list(pool.map(lambda job: copy_rows(*job, matrix, ids), zip(tables, keeps, starts)))
+        jobs = [(lake, path, head, keep, start) for path, head, keep, start, count in
+                zip(paths, heads, keeps, starts, counts) if count]
+        list(pool.map(lambda job: copy_rows(*job, matrix, ids), jobs))
     order = np.argsort(ids, kind="stable")
     if not np.all(order == np.arange(len(order))):
         ids, matrix = ids[order], matrix[order]
     return ids, matrix
 
 
-def vector_width(tables: list[pa.Table], layer: str) -> int:
+def read_shard(lake: Lake, path: str, columns: list[str]) -> pa.Table:
+    return pq.read_table(path, columns=columns, filesystem=lake.fs, use_threads=False)
+
+
+def vector_width(schemas: list[pa.Schema], layer: str) -> int:
     widths = set()
-    for table in tables:
-        kind = table.schema.field("vector").type
+    for schema in schemas:
+        kind = schema.field("vector").type
         if not pa.types.is_fixed_size_list(kind):
             raise MissingLayerError(f"vectors of layer {layer} are not fixed-size lists; was the lake written by ingest?")
         widths.add(kind.list_size)
@@ -83,12 +88,17 @@ def vector_width(tables: list[pa.Table], layer: str) -> int:
     return widths.pop()
 
 
-def copy_rows(table: pa.Table, keep: np.ndarray, start: int, matrix: np.ndarray, ids: np.ndarray) -> None:
-    """Copy `table`'s kept rows into matrix[start:] and ids[start:]."""
-    sample_ids = table.column("sample_id").to_numpy()
+def copy_rows(lake: Lake, path: str, head: pa.Table, keep: np.ndarray, start: int, matrix: np.ndarray,
+              ids: np.ndarray) -> None:
+    """Read the shard's vectors and copy its kept rows into matrix[start:] and ids[start:] (numpy's copies
+    release the GIL, so the threads copy in parallel)."""
+    vectors = read_shard(lake, path, ["vector"]).column("vector")
+    if len(vectors) != len(head):
+        raise MissingLayerError(f"shard {path} changed while it was read; read the layer again")
+    sample_ids = head.column("sample_id").to_numpy()
     target = start
     source = 0
-    for chunk in table.column("vector").chunks:
+    for chunk in vectors.chunks:
         values = chunk.flatten().to_numpy().reshape(len(chunk), -1)
         rows = keep[source: source + len(chunk)]
         picked = values if rows.all() else values[rows]

@@ -155,3 +155,18 @@ def test_last_step_is_the_default(mixed_lake):
     lake, stored, _, _ = mixed_lake
     ids, matrix = load_matrix(lake, "r", "l", "mean")
     assert np.array_equal(matrix, np.stack([stored[int(i)][1] for i in ids]))
+
+
+def test_shards_someone_else_wrote_with_other_vector_shapes_are_refused(mixed_lake):
+    """A lake file of another width, or with variable-length vectors, is one clear error, not a misread."""
+    lake, _, _, ids = mixed_lake
+    wide = format_1_table(np.array([1000, 1001]), np.ones((2, 2, DIM + 1), np.float32))
+    lake.write_parquet(wide, *activations_parts("r", "l", "mean", 3))
+    commit(lake, 3, np.array([1000, 1001]))
+    with pytest.raises(MissingLayerError, match=rf"different widths \[{DIM}, {DIM + 1}\] in different shards"):
+        load_matrix(lake, "r", "l")
+    ragged = format_1_table(np.array([1000, 1001]), np.ones((2, 2, DIM), np.float32))
+    ragged = ragged.set_column(6, "vector", pa.array([[1.0]] * 4, pa.list_(pa.float32())))
+    lake.write_parquet(ragged, *activations_parts("r", "l", "mean", 3))
+    with pytest.raises(MissingLayerError, match="are not fixed-size lists"):
+        load_matrix(lake, "r", "l")
