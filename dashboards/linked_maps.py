@@ -66,8 +66,10 @@ class LinkedMaps:
         self.group_ids: np.ndarray | None = None
         self.selected_id: int | None = None
         self.hover_id: int | None = None
-        self.classes = pn.widgets.MultiChoice(label="Classes", options={}, placeholder="all classes")
-        self.prompt = pn.widgets.TextInput(label="Prompt contains", placeholder="any prompt")
+        # as wide as the sidebar they sit in (the default 300 px overflowed its 310 px less padding)
+        self.classes = pn.widgets.MultiChoice(label="Classes", options={}, placeholder="all classes",
+                                              sizing_mode="stretch_width")
+        self.prompt = pn.widgets.TextInput(label="Prompt contains", placeholder="any prompt", sizing_mode="stretch_width")
         self.classes.param.watch(lambda e: self.apply_filters(), "value")
         self.prompt.param.watch(lambda e: self.apply_filters(), "value")
         self.clear_group = pn.widgets.Button(label="Clear group", disabled=True)

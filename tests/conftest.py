@@ -371,6 +371,27 @@ def paired_server(paired_lake, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def featured_server(featured_lake):
+    """`python -m dashboards serve` on `featured_lake` itself: the tests through it only read."""
+    server = Server(featured_lake["lake"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def hostile_pair_server(tmp_path_factory):
+    """`python -m dashboards serve` on two compared runs whose class names are HTML/JS
+    (`tests.test_comparison_view.write_hostile_pair`), for the Compare and Diversity tabs' tests."""
+    from tests.test_comparison_view import write_hostile_pair
+
+    lake = tmp_path_factory.mktemp("hostile-pair") / "lake"
+    write_hostile_pair(lake)
+    server = Server(lake)
+    yield {"url": server.url, "lake": lake, "server": server}
+    server.stop()
+
+
 @pytest.fixture()
 def paired_page(browser, paired_server):
     with checked_page(browser, paired_server["server"]) as page:

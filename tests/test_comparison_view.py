@@ -219,17 +219,6 @@ def with_images(lake, run_id: str) -> None:
         pq.write_table(table, shard)
 
 
-@pytest.fixture(scope="module")
-def hostile_pair_server(tmp_path_factory):
-    from tests.conftest import Server
-
-    lake = tmp_path_factory.mktemp("hostile-pair") / "lake"
-    write_hostile_pair(lake)
-    server = Server(lake)
-    yield {"url": server.url, "lake": lake, "server": server}
-    server.stop()
-
-
 def shown_as_text(page) -> None:
     """No element was made of the hostile names, no script ran, no page error."""
     from tests.test_explorer import INJECTED_JS

@@ -12,7 +12,6 @@ from dashboards.diversity_view import PAIR_COLUMN, DiversityView, class_id_of
 from store import connect
 from store.diversity import diversity
 from tests.conftest import DIGITS_LAYERS
-from tests.test_comparison_view import hostile_pair_server  # noqa: F401  (a served lake of hostile class names)
 
 
 class Click:

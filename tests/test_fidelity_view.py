@@ -11,7 +11,7 @@ import pytest
 from dashboards.fidelity_view import PAIRED, FidelityView
 from store import connect
 from store.fidelity import shown_value, stored_fidelity
-from tests.conftest import REPO, Server, checked_page
+from tests.conftest import REPO, checked_page
 
 SCREENSHOT = REPO / ".cache" / "screenshots" / "fidelity.png"
 
@@ -44,18 +44,15 @@ def test_without_a_stored_table_it_says_which_command_makes_one(paired_lake):
 
 
 @pytest.mark.browser
-def test_the_diversity_tab_shows_the_reference_section(browser, featured_lake):
-    server = Server(featured_lake["lake"])
-    try:
-        with checked_page(browser, server) as page:
-            page.goto(f"{server.url}/explorer?tab=diversity")
-            page.wait_for_selector(".lens-fidelity-table .tabulator-row", timeout=60_000)
-            assert page.locator(".lens-fidelity-table .tabulator-row").count() == 11
-            page.wait_for_selector(".lens-reading", timeout=20_000)
-            readings = page.locator(".lens-reading").all_inner_texts()
-            assert len(readings) == 4 and readings[0].startswith(f"all samples: {featured_lake['student']} recall")
-            page.locator(".lens-fidelity-table").scroll_into_view_if_needed()
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-            assert page.problems == []
-    finally:
-        server.stop()
+def test_the_diversity_tab_shows_the_reference_section(browser, featured_lake, featured_server):
+    server = featured_server
+    with checked_page(browser, server) as page:
+        page.goto(f"{server.url}/explorer?tab=diversity")
+        page.wait_for_selector(".lens-fidelity-table .tabulator-row", timeout=60_000)
+        assert page.locator(".lens-fidelity-table .tabulator-row").count() == 11
+        page.wait_for_selector(".lens-reading", timeout=20_000)
+        readings = page.locator(".lens-reading").all_inner_texts()
+        assert len(readings) == 4 and readings[0].startswith(f"all samples: {featured_lake['student']} recall")
+        page.locator(".lens-fidelity-table").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        assert page.problems == []

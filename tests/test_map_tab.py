@@ -84,28 +84,25 @@ def test_another_run_shows_under_the_map_and_follows_the_class_filter(featured_l
 
 
 @pytest.mark.browser
-def test_the_real_digits_appear_on_the_students_feature_map_in_the_browser(browser, featured_lake):
+def test_the_real_digits_appear_on_the_students_feature_map_in_the_browser(browser, featured_lake, featured_server):
     from dashboards.browser import PLOT_JS, map_pixels
     from dashboards.render import OVERLAY_COLOUR
-    from tests.conftest import REPO, Server, checked_page
+    from tests.conftest import REPO, checked_page
     from tests.test_explorer import wait_for_pixels_to_change
 
     rgb = np.array([int(OVERLAY_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
-    server = Server(featured_lake["lake"])
-    try:
-        with checked_page(browser, server) as page:
-            page.goto(f"{server.url}/explorer?run={featured_lake['student']}&layer=features.digits")
-            page.wait_for_selector(".lens-shown", timeout=60_000)
-            page.wait_for_function(f"() => ({PLOT_JS})() !== null", timeout=60_000)
-            page.wait_for_timeout(500)
-            before = map_pixels(page)
-            page.locator(f"select:has(option:text-is('{featured_lake['real']}'))").select_option(featured_lake["real"])
-            after = wait_for_pixels_to_change(page, before)
-            grey_before = int((np.abs(before.astype(int) - rgb).sum(2) < 12).sum())
-            grey_after = int((np.abs(after.astype(int) - rgb).sum(2) < 12).sum())
-            assert grey_before == 0 and grey_after > 500, (grey_before, grey_after)
-            page.wait_for_selector(".lens-overlay[data-count='1797']", timeout=10_000)
-            page.screenshot(path=str(REPO / ".cache" / "screenshots" / "overlay.png"))
-            assert page.problems == []
-    finally:
-        server.stop()
+    server = featured_server
+    with checked_page(browser, server) as page:
+        page.goto(f"{server.url}/explorer?run={featured_lake['student']}&layer=features.digits")
+        page.wait_for_selector(".lens-shown", timeout=60_000)
+        page.wait_for_function(f"() => ({PLOT_JS})() !== null", timeout=60_000)
+        page.wait_for_timeout(500)
+        before = map_pixels(page)
+        page.locator(f"select:has(option:text-is('{featured_lake['real']}'))").select_option(featured_lake["real"])
+        after = wait_for_pixels_to_change(page, before)
+        grey_before = int((np.abs(before.astype(int) - rgb).sum(2) < 12).sum())
+        grey_after = int((np.abs(after.astype(int) - rgb).sum(2) < 12).sum())
+        assert grey_before == 0 and grey_after > 500, (grey_before, grey_after)
+        page.wait_for_selector(".lens-overlay[data-count='1797']", timeout=10_000)
+        page.screenshot(path=str(REPO / ".cache" / "screenshots" / "overlay.png"))
+        assert page.problems == []
