@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 from store.lake import Lake, chunk_name
 
 
-COLUMNS = ["sample_id", "step", "vector"]
 READ_THREADS = min(16, 2 * (os.cpu_count() or 1))  # two per core: one decodes while the other waits on a read
 
 
