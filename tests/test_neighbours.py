@@ -260,10 +260,12 @@ def test_neighbours_of_a_vector_and_captured_steps(tmp_path):
 
 
 @pytest.mark.lake
-def test_graph_agrees_with_the_exact_sql_macro(digits_lake):
+def test_graph_agrees_with_the_exact_sql_macro(tmp_path, digits_lake):
+    lake_dir = tmp_path / "lake"  # a copy: the graph it builds must not reach the shared lake
+    shutil.copytree(digits_lake["lake"], lake_dir)
     run_id = digits_lake["result"].run_id
-    graph = build_graph(str(digits_lake["lake"]), run_id, "enc.2x2_block0", "mean")
-    con = connect(digits_lake["lake"])
+    graph = build_graph(str(lake_dir), run_id, "enc.2x2_block0", "mean")
+    con = connect(lake_dir)
     for sample in (0, 17, 299):
         ids, distances = graph.of(sample, 10)
         sql = con.sql(f"SELECT sample_id, distance FROM knn_exact('{run_id}', {sample}, 'enc.2x2_block0', 'mean', 0, 10)").fetchall()
@@ -293,14 +295,16 @@ def test_graph_is_persisted_and_rebuilt_only_when_inputs_change(tmp_path, digits
 
 
 @pytest.mark.lake
-def test_neighbours_of_a_new_vector(digits_lake):
+def test_neighbours_of_a_new_vector(tmp_path, digits_lake):
     from store.vectors import load_matrix
 
+    lake_dir = tmp_path / "lake"  # a copy: the graph it builds must not reach the shared lake
+    shutil.copytree(digits_lake["lake"], lake_dir)
     run_id = digits_lake["result"].run_id
-    ids, matrix = load_matrix(str(digits_lake["lake"]), run_id, "enc.2x2_block0")
-    found, distances = neighbours_of_vector(str(digits_lake["lake"]), run_id, "enc.2x2_block0", matrix[42] * 3, k=5)
+    ids, matrix = load_matrix(str(lake_dir), run_id, "enc.2x2_block0")
+    found, distances = neighbours_of_vector(str(lake_dir), run_id, "enc.2x2_block0", matrix[42] * 3, k=5)
     assert found[0] == ids[42] and distances[0] == pytest.approx(0, abs=1e-5)  # cosine ignores scale
-    graph = build_graph(Lake(digits_lake["lake"]), run_id, "enc.2x2_block0")
+    graph = build_graph(Lake(lake_dir), run_id, "enc.2x2_block0")
     assert found[1:].tolist() == graph.of(42, 4)[0].tolist()
     with pytest.raises(ValueError, match="vector has 3 values"):
-        neighbours_of_vector(str(digits_lake["lake"]), run_id, "enc.2x2_block0", np.ones(3))
+        neighbours_of_vector(str(lake_dir), run_id, "enc.2x2_block0", np.ones(3))
