@@ -50,8 +50,9 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
         # read and copied into the matrix by one thread and dropped at once: the decoded shards are never
         # all in memory together. One shard per thread: shards may differ in vector format
         # (store.lake.VECTOR_FORMATS), which a single dataset scan would have to reconcile.
-        heads = list(pool.map(lambda path: read_shard(lake, path, ["sample_id", "step"]), paths))
-        dim = vector_width([pq.read_schema(path, filesystem=lake.fs) for path in paths], layer)
+        schemas_and_heads = list(pool.map(lambda path: read_head(lake, path), paths))
+        dim = vector_width([schema for schema, _ in schemas_and_heads], layer)
+        heads = [head for _, head in schemas_and_heads]
         steps = [head.column("step").to_numpy() for head in heads]
         if step is None:
             step = int(max(s.max(initial=0) for s in steps))
@@ -71,8 +72,15 @@ def load_matrix(lake: Lake | str, run_id: str, layer: str, pooling: str = "mean"
     return ids, matrix
 
 
-def read_shard(lake: Lake, path: str, columns: list[str]) -> pa.Table:
-    return pq.read_table(path, columns=columns, filesystem=lake.fs, use_threads=False)
+def read_head(lake: Lake, path: str) -> tuple[pa.Schema, pa.Table]:
+    """A shard's schema and its small columns (`sample_id`, `step`), from one opening of the file."""
+    with lake.fs.open_input_file(path) as source:
+        shard = pq.ParquetFile(source)
+        return shard.schema_arrow, shard.read(columns=["sample_id", "step"], use_threads=False)
+
+
+def read_vectors(lake: Lake, path: str) -> pa.ChunkedArray:
+    return pq.read_table(path, columns=["vector"], filesystem=lake.fs, use_threads=False).column("vector")
 
 
 def vector_width(schemas: list[pa.Schema], layer: str) -> int:
@@ -91,7 +99,7 @@ def copy_rows(lake: Lake, path: str, head: pa.Table, keep: np.ndarray, start: in
               ids: np.ndarray) -> None:
     """Read the shard's vectors and copy its kept rows into matrix[start:] and ids[start:] (numpy's copies
     release the GIL, so the threads copy in parallel)."""
-    vectors = read_shard(lake, path, ["vector"]).column("vector")
+    vectors = read_vectors(lake, path)
     if len(vectors) != len(head):
         raise MissingLayerError(f"shard {path} changed while it was read; read the layer again")
     sample_ids = head.column("sample_id").to_numpy()

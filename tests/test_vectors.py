@@ -159,7 +159,7 @@ def test_last_step_is_the_default(mixed_lake):
 
 def test_shards_someone_else_wrote_with_other_vector_shapes_are_refused(mixed_lake):
     """A lake file of another width, or with variable-length vectors, is one clear error, not a misread."""
-    lake, _, _, ids = mixed_lake
+    lake = mixed_lake[0]
     wide = format_1_table(np.array([1000, 1001]), np.ones((2, 2, DIM + 1), np.float32))
     lake.write_parquet(wide, *activations_parts("r", "l", "mean", 3))
     commit(lake, 3, np.array([1000, 1001]))
