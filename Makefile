@@ -44,7 +44,7 @@ setup:  ## create or update .venv (idempotent)
 		echo "setup: installing $(TORCH_SPEC), then the project and its dev extra (a few minutes the first time)"; \
 		$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" $(TORCH_PIP_ARGS); \
 		$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"; \
-		echo "setup: compiling the layout kernels into $(NUMBA_CACHE_DIR) (once; later layouts start in seconds)"; \
+		echo "setup: compiling the layout kernels into $(NUMBA_CACHE_DIR) (once, ~2 min; later layouts start in seconds)"; \
 		$(PY) -m store warm-cache; \
 		echo "$(SETUP_ID)" > $(STAMP); \
 	fi

@@ -109,12 +109,19 @@ def interpolate(fitted_data: np.ndarray, fitted_xy: np.ndarray, rest: np.ndarray
     if len(fitted_unit) * len(rest_unit) <= EXACT_PLACEMENT_LIMIT:
         rows, distances = exact_knn(fitted_unit, k, queries=rest_unit, exclude_self=False)
     else:
-        from pynndescent import NNDescent
-
-        cache_library_kernels()
-        index = NNDescent(fitted_unit, metric="cosine", n_neighbors=max(2 * k, 30), random_state=seed, verbose=False)
-        rows, distances = index.query(rest_unit, k=k)
+        rows, distances = approximate_nearest_fitted(fitted_unit, rest_unit, k, seed)
     return weighted_position(fitted_xy, rows, distances)
+
+
+def approximate_nearest_fitted(fitted_unit: np.ndarray, rest_unit: np.ndarray, k: int,
+                               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest fitted points of each of the rest (unit vectors, cosine) from a pynndescent index of the
+    fitted points: (rows, distances), each (len(rest), k)."""
+    from pynndescent import NNDescent
+
+    cache_library_kernels()
+    index = NNDescent(fitted_unit, metric="cosine", n_neighbors=max(2 * k, 30), random_state=seed, verbose=False)
+    return index.query(rest_unit, k=k)
 
 
 def weighted_position(xy: np.ndarray, rows: np.ndarray, distances: np.ndarray) -> np.ndarray:

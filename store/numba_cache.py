@@ -7,7 +7,7 @@ numba, which reads it once); `make setup` runs `python -m store warm-cache` (`st
 to fill it. Most of UMAP's and pynndescent's kernels are compiled without numba's `cache=True`, so
 `cache_library_kernels()` turns the disk cache on for them where we import those libraries.
 
-    python -m store warm-cache         # compile and cache the kernels a layout uses; prints the folder
+    python -m store warm-cache         # compile and cache the kernels layouts use (~2 min); prints the folder
 """
 
 from __future__ import annotations
