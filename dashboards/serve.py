@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from dashboards.hosts import ALLOWED_FLAG, WILDCARDS, HostError, allowed_hosts, is_loopback
 from store.lake import Lake
+from store.options import OneLineParser, bounded_int
 
 EXPLORER = Path(__file__).with_name("explorer.py")
 WARMUP = Path(__file__).with_name("warmup.py")
@@ -49,6 +51,21 @@ def check_lake(lake: str) -> None:
         raise ServeError(f"lake {lake} has no layouts yet; run `make embed` first")
 
 
+def check_address(host: str, port: int) -> None:
+    """Bind the address and port `panel serve` will listen on, and let go: an address this machine does not
+    have, or a port another program holds, is one line now instead of a traceback after the warm-up (the
+    same socket option as Tornado's, so a port left in TIME_WAIT by a stopped server is free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ServeError(f"cannot listen on {host}:{port} ({reason}); give --host an address of this machine "
+                         "(default 127.0.0.1) or another --port") from None
+
+
 def warn_exposure(host: str, allow: Sequence[str]) -> None:
     if not is_loopback(host):
         print(f"warning: binding to {host} exposes the lake's images and metadata to every machine that can "
@@ -59,13 +76,13 @@ def warn_exposure(host: str, allow: Sequence[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dashboards", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m dashboards", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the explorer on a lake")
     serve.add_argument("--lake", default="lake")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--port", type=bounded_int(1, 65535), default=5006, help="port to listen on (default 5006)")
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
                        help="also answer to this Host name (repeatable); a server bound to 0.0.0.0 answers only "
                             "to localhost names and these")
@@ -74,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = panel_command(args.lake, args.host, args.port, args.show, args.allow_host)
         check_lake(args.lake)
+        check_address(args.host, args.port)
     except (ServeError, HostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from dashboards.hosts import REFUSAL
-from dashboards.serve import is_loopback, panel_command, warn_exposure
+from dashboards.serve import is_loopback, main, panel_command, warn_exposure
 from store import connect
 from tests.conftest import REPO, Server, server_errors
 
@@ -77,12 +77,38 @@ def test_binding_every_address_without_names_warns(capsys):
     assert "answers only" not in capsys.readouterr().err
 
 
-def test_binding_beyond_this_machine_warns(embedded_lake):
-    # 192.0.2.1 is a documentation address no interface has: the warning comes first, then binding fails.
-    result = serve("--lake", str(embedded_lake["lake"]), "--host", "192.0.2.1", "--port", "5999")
-    assert result.stderr.startswith("warning: binding to 192.0.2.1 exposes")
-    assert "no authentication" in result.stderr.splitlines()[0]
-    assert result.returncode != 0
+def test_binding_beyond_this_machine_warns(capsys):
+    warn_exposure("192.168.1.4", [])
+    line = capsys.readouterr().err
+    assert line.startswith("warning: binding to 192.168.1.4 exposes") and "no authentication" in line
+    assert line.count("\n") == 1
+
+
+def test_an_address_this_machine_lacks_is_one_line_before_anything_starts(embedded_lake, capsys):
+    # 192.0.2.1 is a documentation address no interface has
+    assert main(["serve", "--lake", str(embedded_lake["lake"]), "--host", "192.0.2.1", "--port", "5999"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot listen on 192.0.2.1:5999 (") and "--host" in err and err.count("\n") == 1
+
+
+def test_a_port_another_program_holds_is_one_line(embedded_lake, capsys):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", "--lake", str(embedded_lake["lake"]), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port} (Address already in use)") and "--port" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("port", ["0", "-1", "65536", "70000", "5e3", "http"])
+def test_a_port_outside_1_to_65535_is_one_line(embedded_lake, capsys, port):
+    with pytest.raises(SystemExit) as ended:
+        main(["serve", "--lake", str(embedded_lake["lake"]), "--port", port])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2 and err.startswith("error: --port ") and port in err and "65,535" in err
+    assert err.count("\n") == 1
 
 
 # --- the real server and the Host header --------------------------------------------------------------
