@@ -2,6 +2,9 @@
 
 On `meta` tensors carry shapes but no data, so even a multi-GB UNet is "run" in a second with no
 weights and no memory; the shapes come from the real forward code, not from a hand-written table.
+A model of at most `CPU_DRY_RUN_PARAMETERS` parameters (the embedded digits models) runs on the CPU
+instead: PyTorch's meta kernels import `torch._dynamo` on first use (~1 s per process), longer than
+building and running such a model (~40 ms).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ingest.capture import primary_output
 from ingest.models.presets import ModelSpec
 
 META = torch.device("meta")
+CPU_DRY_RUN_PARAMETERS = 20_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,11 @@ def discover_layers(spec: ModelSpec) -> tuple[LayerInfo, ...]:
     """Every hookable layer of `spec` in forward order, with its per-sample output shape (cached)."""
     with META:
         denoiser = spec.build()
+    device = META
+    if sum(parameter.numel() for parameter in denoiser.parameters()) <= CPU_DRY_RUN_PARAMETERS:
+        device = torch.device("cpu")
+        with device:
+            denoiser = spec.build()
     shapes: dict[str, tuple[int, ...]] = {}
     layers = spec.hookable_layers(denoiser)
 
@@ -54,7 +63,7 @@ def discover_layers(spec: ModelSpec) -> tuple[LayerInfo, ...]:
     handles = [module.register_forward_hook(recorder(name)) for name, module in layers.items()]
     try:
         with torch.no_grad():
-            denoiser(*spec.example_inputs(1, META))
+            denoiser(*spec.example_inputs(1, device))
     finally:
         for handle in handles:
             handle.remove()

@@ -1,11 +1,16 @@
-"""Layer discovery on the meta device, and layer selection."""
+"""Layer discovery on the meta device (on the CPU for small models), and layer selection."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+import ingest.layers
 from ingest.layers import LayerInfo, UnknownLayerError, discover_layers, select_layers
 from ingest.models.presets import UnknownModelError, get_spec
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +36,18 @@ def test_custom_config_matches_reference_block_shapes(tiny_edm_dir, tiny_edm_io)
     layers = discover_layers(get_spec(str(tiny_edm_dir / "config.json")))
     expected = {k[len("act/model."):]: tuple(v.shape[1:]) for k, v in tiny_edm_io.items() if k.startswith("act/")}
     assert {i.name: i.shape for i in layers} == expected
+
+
+def test_small_models_dry_run_on_the_cpu_with_the_meta_shapes(monkeypatch):
+    spec = get_spec("digits-dmd2")
+    on_cpu = discover_layers.__wrapped__(spec)
+    monkeypatch.setattr(ingest.layers, "CPU_DRY_RUN_PARAMETERS", 0)
+    assert discover_layers.__wrapped__(spec) == on_cpu and len(on_cpu) > 5
+    # the meta device's kernels import torch._dynamo (~1 s); the CPU dry run of a digits model does not
+    code = ("import sys; from ingest.layers import discover_layers; from ingest.models.presets import get_spec; "
+            "discover_layers(get_spec('digits-dmd2')); print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_select_layers_by_name_glob_and_all(imagenet_layers):
