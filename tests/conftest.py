@@ -359,6 +359,17 @@ def server_errors(log: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def served(hostile_lake, tmp_path_factory):
+    """`python -m dashboards serve` on a copy of the hostile lake, the explorer's and the filter panel's
+    browser tests' server (they write layouts and selections into the copy)."""
+    lake = tmp_path_factory.mktemp("served") / "lake"
+    shutil.copytree(hostile_lake["lake"], lake)
+    server = Server(lake)
+    yield {"url": server.url, "lake": lake, "run_id": hostile_lake["run_id"], "server": server}
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def paired_server(paired_lake, tmp_path_factory):
     """`python -m dashboards serve` on a copy of the paired lake (the copy may be written to)."""
     import shutil

@@ -26,15 +26,6 @@ pytestmark = pytest.mark.browser
 
 SCREENSHOT = REPO / ".cache" / "screenshots" / "explorer.png"
 
-@pytest.fixture(scope="module")
-def served(hostile_lake, tmp_path_factory):
-    lake = tmp_path_factory.mktemp("served") / "lake"
-    shutil.copytree(hostile_lake["lake"], lake)
-    server = Server(lake)
-    yield {"url": server.url, "lake": lake, "run_id": hostile_lake["run_id"], "server": server}
-    server.stop()
-
-
 @pytest.fixture()
 def page(browser, served):
     with checked_page(browser, served["server"]) as page:

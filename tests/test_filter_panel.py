@@ -50,7 +50,7 @@ import time  # noqa: E402
 import pytest  # noqa: E402
 
 from dashboards.browser import coloured_fraction, map_pixels, plot_geometries  # noqa: E402
-from tests.test_explorer import (default_key, open_explorer, page, served, shown_count,  # noqa: E402,F401
+from tests.test_explorer import (default_key, open_explorer, page, shown_count,  # noqa: E402,F401
                                  wait_for_pixels_to_change)
 
 

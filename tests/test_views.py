@@ -89,7 +89,7 @@ def test_readers_see_only_complete_shards_while_ingest_writes(tmp_path):
     from store.catalogue import read_run_samples
     from tests.conftest import REPO
 
-    n, chunk = 2400, 32
+    n, chunk = 960, 32
     writer = subprocess.Popen([sys.executable, "-m", "ingest", "run", "--lake", str(tmp_path), "--n", str(n),
                                "--layers", "enc.8x8_block0,dec.8x8_block1", "--chunk-size", str(chunk),
                                "--batch", "16", "--run-id", "busy", "--quiet"], cwd=REPO,
