@@ -325,10 +325,9 @@ class Server:
         self.log.close()
 
 
-@contextlib.contextmanager
-def checked_page(browser, server: "Server"):
-    """A browser page that records console errors, page errors and dialogs (as `problems`, `dialogs`);
-    on leaving, the server's log must show no new traceback."""
+def recording_page(browser):
+    """A page in a new browser context that records console errors, page errors and dialogs (as `problems`,
+    `dialogs`) and console warnings (`warnings`)."""
     context = browser.new_context(viewport={"width": 1500, "height": 1100})
     page = context.new_page()
     page.problems, page.dialogs, page.warnings = [], [], []
@@ -336,9 +335,16 @@ def checked_page(browser, server: "Server"):
     page.on("console", lambda m: page.warnings.append(m.text) if m.type == "warning" else None)
     page.on("pageerror", lambda e: page.problems.append(str(e)))
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    return page
+
+
+@contextlib.contextmanager
+def checked_page(browser, server: "Server"):
+    """A `recording_page`; on leaving, the server's log must show no new traceback."""
+    page = recording_page(browser)
     logged = len(server.output())
     yield page
-    context.close()
+    page.context.close()
     assert server_errors(server.output()[logged:]) == []
 
 

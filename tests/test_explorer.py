@@ -18,7 +18,7 @@ from store import catalogue, maps
 from store.lake import LayoutKey
 from store.neighbours import build_graph
 from tests.conftest import (REPO, Server, checked_page, class_colour_shares, dark_pixels_near, images_loaded,
-                            isolated_point, our_warnings)
+                            isolated_point, our_warnings, recording_page, server_errors)
 from tests.conftest import HOSTILE_PROMPT, HOSTILE_PROMPTS
 
 pytestmark = pytest.mark.browser
@@ -705,10 +705,30 @@ def lake_listing(lake: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(lake)), p.stat().st_size) for p in lake.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize("case", BAD_URLS)
-def test_a_bad_url_parameter_is_one_notice_and_the_map_still_draws(served, page, case):
+@pytest.fixture(scope="module")
+def bad_url_pages(browser, served):
+    """Every BAD_URLS case opened at once, each in its own browser context (the server builds one session
+    after another while the browser draws those already built): the pages by case, and the lake's files
+    before any was opened."""
     before = lake_listing(served["lake"])
-    open_explorer(page, served["url"], "?" + BAD_URLS[case])
+    logged = len(served["server"].output())
+    pages = {case: recording_page(browser) for case in BAD_URLS}
+    for case, page in pages.items():
+        page.goto(f"{served['url']}/explorer?{BAD_URLS[case]}", wait_until="commit")
+    for page in pages.values():
+        page.wait_for_selector(".lens-shown", timeout=60_000)
+        page.wait_for_function(f"() => ({PLOT_GEOMETRY_JS})() !== null", timeout=60_000)
+    pages[next(iter(pages))].wait_for_timeout(500)
+    yield pages, before
+    for page in pages.values():
+        page.context.close()
+    assert server_errors(served["server"].output()[logged:]) == []
+
+
+@pytest.mark.parametrize("case", BAD_URLS)
+def test_a_bad_url_parameter_is_one_notice_and_the_map_still_draws(served, bad_url_pages, case):
+    pages, before = bad_url_pages
+    page = pages[case]
     notices = page.locator(".lens-notice").all_inner_texts()
     assert len(notices) == 1 and notices[0].startswith("ignored URL parameter " + BAD_URLS[case].split("=")[0])
     assert coloured_fraction(map_pixels(page)) > 0.002, "the map looks blank"
