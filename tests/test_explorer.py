@@ -34,6 +34,11 @@ def page(browser, served):
 
 def open_explorer(page, url: str, query: str = "") -> None:
     page.goto(f"{url}/explorer{query}")
+    wait_until_drawn(page)
+
+
+def wait_until_drawn(page) -> None:
+    """Until the explorer shows its count and its map's frame, then half a second for the raster."""
     page.wait_for_selector(".lens-shown", timeout=60_000)
     page.wait_for_function(f"() => ({PLOT_GEOMETRY_JS})() !== null", timeout=60_000)
     page.wait_for_timeout(500)
@@ -716,9 +721,7 @@ def bad_url_pages(browser, served):
     for case, page in pages.items():
         page.goto(f"{served['url']}/explorer?{BAD_URLS[case]}", wait_until="commit")
     for page in pages.values():
-        page.wait_for_selector(".lens-shown", timeout=60_000)
-        page.wait_for_function(f"() => ({PLOT_GEOMETRY_JS})() !== null", timeout=60_000)
-    pages[next(iter(pages))].wait_for_timeout(500)
+        wait_until_drawn(page)
     yield pages, before
     for page in pages.values():
         page.context.close()
